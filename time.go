@@ -1,0 +1,6 @@
+package duro
+
+import "time"
+
+// Time is a wall-clock time as methods see it.
+type Time = time.Time
