@@ -1,0 +1,496 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/duro-io/duro"
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	bucketMeta    = []byte("meta")
+	bucketData    = []byte("data")    // object ID + user key → value
+	bucketVersion = []byte("version") // object ID → uint64 applied call count
+	bucketSess    = []byte("sess")    // client + seq → time + reply
+	bucketClients = []byte("clients") // client → lowWater + lastSeen
+
+	keyApplied    = []byte("applied")
+	keyEpoch      = []byte("epoch")
+	keyLastExpiry = []byte("last-expiry")
+)
+
+// Status is the outcome of applying one entry.
+type Status uint8
+
+const (
+	// Applied: the writes were applied.
+	Applied Status = iota + 1
+	// Duplicate: the (client, seq) was applied before; Reply is the stored reply
+	// and nothing was written.
+	Duplicate
+	// Rejected: nothing was written; Reason says why. The call did not run.
+	Rejected
+	// Skipped: the entry was at or below the applied index (a replay at
+	// start-up), or not a command.
+	Skipped
+)
+
+// Result is what Apply returns for each entry.
+type Result struct {
+	Status Status
+	Reply  []byte
+	Reason string
+	Index  uint64
+	// Epoch is set for Activate entries: the new epoch (the entry's index).
+	Epoch uint64
+}
+
+// Options configure a Machine. They must be the same on every replica.
+type Options struct {
+	// SessionTTL is how long, in log time, a client session is kept after its
+	// last call. Zero means one hour.
+	SessionTTL time.Duration
+}
+
+// Machine is one shard's state machine backed by one bbolt file.
+type Machine struct {
+	path string
+	opts Options
+
+	mu sync.RWMutex // guards db against replacement by Restore; readers hold it shared
+	db *bolt.DB
+}
+
+// Open opens (or creates) the machine stored at path.
+func Open(path string, opts Options) (*Machine, error) {
+	if opts.SessionTTL <= 0 {
+		opts.SessionTTL = time.Hour
+	}
+	m := &Machine{path: path, opts: opts}
+	if err := m.open(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Machine) open() error {
+	db, err := bolt.Open(m.path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return fmt.Errorf("fsm: open %s: %w", m.path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketData, bucketVersion, bucketSess, bucketClients} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("fsm: init %s: %w", m.path, err)
+	}
+	m.db = db
+	return nil
+}
+
+// Close closes the store.
+func (m *Machine) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.db == nil {
+		return nil
+	}
+	err := m.db.Close()
+	m.db = nil
+	return err
+}
+
+func getU64(b *bolt.Bucket, k []byte) uint64 {
+	v := b.Get(k)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+// Applied returns the index of the last applied entry.
+func (m *Machine) Applied() uint64 {
+	var idx uint64
+	m.view(func(tx *bolt.Tx) error { idx = getU64(tx.Bucket(bucketMeta), keyApplied); return nil })
+	return idx
+}
+
+// Epoch returns the current epoch: the index of the last Activate entry.
+func (m *Machine) Epoch() uint64 {
+	var e uint64
+	m.view(func(tx *bolt.Tx) error { e = getU64(tx.Bucket(bucketMeta), keyEpoch); return nil })
+	return e
+}
+
+func (m *Machine) view(fn func(*bolt.Tx) error) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.db == nil {
+		return errors.New("fsm: closed")
+	}
+	return m.db.View(fn)
+}
+
+// ApplyBatch applies committed log entries in one bbolt transaction and
+// returns one *Result per entry. It panics on a storage error or an
+// undecodable entry: the replica must stop rather than diverge.
+func (m *Machine) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	err := m.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		applied := getU64(meta, keyApplied)
+		last := applied
+		for i, l := range logs {
+			if l.Index <= applied || l.Type != raft.LogCommand {
+				out[i] = &Result{Status: Skipped, Index: l.Index}
+				if l.Index > last {
+					last = l.Index
+				}
+				continue
+			}
+			r, err := m.applyOne(tx, l)
+			if err != nil {
+				return err
+			}
+			r.Index = l.Index
+			out[i] = r
+			last = l.Index
+		}
+		if last != applied {
+			return meta.Put(keyApplied, u64(last))
+		}
+		return nil
+	})
+	if err != nil {
+		panic(fmt.Sprintf("fsm: apply to %s failed, stopping this replica: %v", m.path, err))
+	}
+	return out
+}
+
+func (m *Machine) applyOne(tx *bolt.Tx, l *raft.Log) (*Result, error) {
+	e, err := Decode(l.Data)
+	if err != nil {
+		return nil, fmt.Errorf("entry %d: %w", l.Index, err)
+	}
+	meta := tx.Bucket(bucketMeta)
+	switch e := e.(type) {
+	case *Activate:
+		if err := meta.Put(keyEpoch, u64(l.Index)); err != nil {
+			return nil, err
+		}
+		return &Result{Status: Applied, Epoch: l.Index}, m.expire(tx, e.Time)
+	case *Call:
+		return m.applyCall(tx, e)
+	}
+	return nil, fmt.Errorf("entry %d: unexpected %T", l.Index, e)
+}
+
+func sessKey(c ClientID, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), c[:]...), seq)
+}
+
+func (m *Machine) applyCall(tx *bolt.Tx, c *Call) (*Result, error) {
+	meta := tx.Bucket(bucketMeta)
+	sess, clients := tx.Bucket(bucketSess), tx.Bucket(bucketClients)
+	hasSession := c.Client != ClientID{}
+	if hasSession {
+		if st, reply := sessionLookup(sess, clients, c.Client, c.Seq); st != 0 {
+			return &Result{Status: st, Reply: reply, Reason: "sequence already acknowledged"}, nil
+		}
+	}
+	if e := getU64(meta, keyEpoch); c.Epoch != e {
+		return &Result{Status: Rejected, Reason: fmt.Sprintf("stale epoch %d, shard is at epoch %d", c.Epoch, e)}, nil
+	}
+	vb := tx.Bucket(bucketVersion)
+	ver := getU64(vb, c.Object[:])
+	if c.BaseVersion != ver {
+		return &Result{Status: Rejected, Reason: fmt.Sprintf("object version %d, call was run on version %d", ver, c.BaseVersion)}, nil
+	}
+	data := tx.Bucket(bucketData)
+	if c.ClearAll {
+		if err := deletePrefix(data, c.Object[:]); err != nil {
+			return nil, err
+		}
+	}
+	for _, op := range c.Ops {
+		k := dataKey(c.Object, op.Key)
+		var err error
+		if op.Kind == OpPut {
+			err = data.Put(k, op.Value)
+		} else {
+			err = data.Delete(k)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if err := vb.Put(c.Object[:], u64(ver+1)); err != nil {
+		return nil, err
+	}
+	if hasSession {
+		if err := recordSession(sess, clients, c); err != nil {
+			return nil, err
+		}
+	}
+	return &Result{Status: Applied, Reply: c.Reply}, m.expire(tx, c.Time)
+}
+
+// sessionLookup returns Duplicate and the reply if (client, seq) was applied,
+// Rejected if seq is below the client's acknowledged watermark, or 0.
+func sessionLookup(sess, clients *bolt.Bucket, c ClientID, seq uint64) (Status, []byte) {
+	if v := sess.Get(sessKey(c, seq)); v != nil {
+		return Duplicate, append([]byte(nil), v[8:]...)
+	}
+	if v := clients.Get(c[:]); len(v) == 16 && seq < binary.BigEndian.Uint64(v) {
+		return Rejected, nil
+	}
+	return 0, nil
+}
+
+func recordSession(sess, clients *bolt.Bucket, c *Call) error {
+	v := binary.BigEndian.AppendUint64(nil, uint64(c.Time))
+	if err := sess.Put(sessKey(c.Client, c.Seq), append(v, c.Reply...)); err != nil {
+		return err
+	}
+	low := uint64(0)
+	if old := clients.Get(c.Client[:]); len(old) == 16 {
+		low = binary.BigEndian.Uint64(old)
+	}
+	if c.AckedBelow > low {
+		// Drop replies the client has acknowledged.
+		cur := sess.Cursor()
+		for k, _ := cur.Seek(sessKey(c.Client, low)); k != nil && bytes.HasPrefix(k, c.Client[:]); k, _ = cur.Next() {
+			if binary.BigEndian.Uint64(k[16:]) >= c.AckedBelow {
+				break
+			}
+			if err := cur.Delete(); err != nil {
+				return err
+			}
+		}
+		low = c.AckedBelow
+	}
+	rec := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, low), uint64(c.Time))
+	return clients.Put(c.Client[:], rec)
+}
+
+// expire drops sessions idle for longer than SessionTTL, in log time. It scans
+// at most once per TTL/8 of log time, so its cost is amortised.
+func (m *Machine) expire(tx *bolt.Tx, now int64) error {
+	meta := tx.Bucket(bucketMeta)
+	last := int64(getU64(meta, keyLastExpiry))
+	ttl := int64(m.opts.SessionTTL)
+	if now-last < ttl/8 {
+		return nil
+	}
+	if err := meta.Put(keyLastExpiry, u64(uint64(now))); err != nil {
+		return err
+	}
+	clients, sess := tx.Bucket(bucketClients), tx.Bucket(bucketSess)
+	var dead [][]byte
+	clients.ForEach(func(k, v []byte) error {
+		if len(v) == 16 && now-int64(binary.BigEndian.Uint64(v[8:])) > ttl {
+			dead = append(dead, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	for _, k := range dead {
+		if err := clients.Delete(k); err != nil {
+			return err
+		}
+		if err := deletePrefix(sess, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func deletePrefix(b *bolt.Bucket, prefix []byte) error {
+	cur := b.Cursor()
+	for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Seek(prefix) {
+		if err := cur.Delete(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func dataKey(id duro.ID, key []byte) []byte {
+	k := make([]byte, 0, len(id)+len(key))
+	return append(append(k, id[:]...), key...)
+}
+
+// Get returns the applied value of key in object id.
+func (m *Machine) Get(id duro.ID, key []byte) (val []byte, ok bool, err error) {
+	err = m.view(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketData).Get(dataKey(id, key)); v != nil {
+			val, ok = append([]byte{}, v...), true
+		}
+		return nil
+	})
+	return val, ok, err
+}
+
+// Version returns the number of Call entries applied to object id.
+func (m *Machine) Version(id duro.ID) uint64 {
+	var v uint64
+	m.view(func(tx *bolt.Tx) error { v = getU64(tx.Bucket(bucketVersion), id[:]); return nil })
+	return v
+}
+
+// Session reports what the table holds for (client, seq): Duplicate with the
+// stored reply, Rejected if seq is below the client's watermark, or 0.
+func (m *Machine) Session(c ClientID, seq uint64) (st Status, reply []byte) {
+	m.view(func(tx *bolt.Tx) error {
+		st, reply = sessionLookup(tx.Bucket(bucketSess), tx.Bucket(bucketClients), c, seq)
+		return nil
+	})
+	return st, reply
+}
+
+// Scan calls fn for the applied keys of object id in [start, end) in key
+// order (or reverse), stopping when fn returns false. nil bounds are open.
+func (m *Machine) Scan(id duro.ID, start, end []byte, reverse bool, fn func(k, v []byte) bool) error {
+	lo := dataKey(id, start)
+	var hi []byte
+	if end != nil {
+		hi = dataKey(id, end)
+	} else {
+		hi = prefixEnd(id[:])
+	}
+	return m.view(func(tx *bolt.Tx) error {
+		cur := tx.Bucket(bucketData).Cursor()
+		if !reverse {
+			for k, v := cur.Seek(lo); k != nil && bytes.Compare(k, hi) < 0; k, v = cur.Next() {
+				if !fn(k[len(id):], v) {
+					return nil
+				}
+			}
+			return nil
+		}
+		k, v := cur.Seek(hi)
+		if k == nil {
+			k, v = cur.Last()
+		} else {
+			k, v = cur.Prev()
+		}
+		for ; k != nil && bytes.Compare(k, lo) >= 0; k, v = cur.Prev() {
+			if bytes.Compare(k, hi) >= 0 {
+				continue
+			}
+			if !fn(k[len(id):], v) {
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
+// prefixEnd returns the smallest key greater than every key with prefix p.
+func prefixEnd(p []byte) []byte {
+	e := append([]byte(nil), p...)
+	for i := len(e) - 1; i >= 0; i-- {
+		if e[i] < 0xff {
+			e[i]++
+			return e[:i+1]
+		}
+	}
+	return nil
+}
+
+// Snapshot returns a point-in-time view of the whole machine. Write streams it
+// while applies go on; Release must be called.
+func (m *Machine) Snapshot() (*Snapshot, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	tx, err := m.db.Begin(false)
+	if err != nil {
+		return nil, fmt.Errorf("fsm: snapshot: %w", err)
+	}
+	return &Snapshot{tx: tx}, nil
+}
+
+// Snapshot is a consistent read view of a Machine.
+type Snapshot struct{ tx *bolt.Tx }
+
+// Write streams the snapshot (a bbolt file image) to w.
+func (s *Snapshot) Write(w io.Writer) error {
+	_, err := s.tx.WriteTo(w)
+	return err
+}
+
+// Release ends the view.
+func (s *Snapshot) Release() { s.tx.Rollback() }
+
+// Restore replaces the machine's whole state with the snapshot read from r.
+func (m *Machine) Restore(r io.Reader) error {
+	tmp, err := os.CreateTemp(filepath.Dir(m.path), ".restore-*")
+	if err != nil {
+		return fmt.Errorf("fsm: restore: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := io.Copy(tmp, r); err != nil {
+		tmp.Close()
+		return fmt.Errorf("fsm: restore: copy: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("fsm: restore: sync: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	// Check the image opens before replacing anything.
+	chk, err := bolt.Open(tmp.Name(), 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		return fmt.Errorf("fsm: restore: snapshot is not a valid store: %w", err)
+	}
+	chk.Close()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.db != nil {
+		m.db.Close()
+	}
+	if err := os.Rename(tmp.Name(), m.path); err != nil {
+		return fmt.Errorf("fsm: restore: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(m.path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return m.open()
+}
+
+// Hash returns a digest of the replicated state (everything but the
+// bookkeeping of start-up replay), for comparing replicas.
+func (m *Machine) Hash() (applied uint64, sum [32]byte, err error) {
+	h := newHasher()
+	err = m.view(func(tx *bolt.Tx) error {
+		applied = getU64(tx.Bucket(bucketMeta), keyApplied)
+		for _, name := range [][]byte{bucketData, bucketVersion, bucketSess, bucketClients} {
+			h.add(name)
+			tx.Bucket(name).ForEach(func(k, v []byte) error { h.add(k); h.add(v); return nil })
+		}
+		h.add(u64(getU64(tx.Bucket(bucketMeta), keyEpoch)))
+		return nil
+	})
+	return applied, h.sum(), err
+}

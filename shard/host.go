@@ -1,0 +1,167 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/duro-io/duro"
+	"github.com/hashicorp/raft"
+)
+
+// HostConfig configures a node's set of shards.
+type HostConfig struct {
+	NodeID     string
+	DataDir    string
+	Shards     int
+	Peers      []raft.Server
+	Timing     RaftTiming
+	Registry   *duro.Registry
+	Limits     Limits
+	SessionTTL time.Duration
+	Logger     *slog.Logger
+	Now        func() time.Time
+	// Transport returns the Raft transport of shard id on this node.
+	Transport func(id ID) (raft.Transport, error)
+}
+
+// Host is a node's set of shards.
+type Host struct {
+	cfg    HostConfig
+	log    *slog.Logger
+	shards []*Shard
+
+	mu     sync.Mutex // guards closed
+	closed bool
+}
+
+// NewHost opens every shard of the node. On error, shards already opened are
+// closed again.
+func NewHost(cfg HostConfig) (*Host, error) {
+	if cfg.Shards <= 0 {
+		return nil, fmt.Errorf("shard: host needs at least one shard, got %d", cfg.Shards)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	h := &Host{cfg: cfg, log: cfg.Logger}
+	for i := 0; i < cfg.Shards; i++ {
+		tr, err := cfg.Transport(ID(i))
+		if err != nil {
+			h.closeShards()
+			return nil, err
+		}
+		s, err := Open(Config{
+			ID: ID(i), NodeID: cfg.NodeID, Dir: filepath.Join(cfg.DataDir, fmt.Sprintf("shard-%04d", i)),
+			Peers: cfg.Peers, Transport: tr, Timing: cfg.Timing, Registry: cfg.Registry,
+			Limits: cfg.Limits, SessionTTL: cfg.SessionTTL, Logger: cfg.Logger, Now: cfg.Now,
+		})
+		if err != nil {
+			h.closeShards()
+			return nil, err
+		}
+		h.shards = append(h.shards, s)
+	}
+	return h, nil
+}
+
+// Shards returns the node's shards, indexed by ID.
+func (h *Host) Shards() []*Shard { return h.shards }
+
+// Registry returns the class registry.
+func (h *Host) Registry() *duro.Registry { return h.cfg.Registry }
+
+// Submit validates req and queues it on its object; done is called exactly
+// once, possibly before Submit returns. Calls submitted for one object run in
+// the order submitted.
+func (h *Host) Submit(ctx context.Context, req *Request, done func(Result)) {
+	class, ok := h.cfg.Registry.Lookup(req.Namespace)
+	if !ok {
+		done(Result{Err: duro.Errorf(duro.CodeNotFound, "unknown namespace %q", req.Namespace)})
+		return
+	}
+	fn, ok := class.Handler(req.Method)
+	if !ok {
+		done(Result{Err: duro.Errorf(duro.CodeNotFound, "namespace %q has no method %q", req.Namespace, req.Method)})
+		return
+	}
+	if !req.Object.Valid(req.Namespace) {
+		done(Result{Err: duro.Errorf(duro.CodeInvalidArgument, "object id %s does not belong to namespace %q", req.Object, req.Namespace)})
+		return
+	}
+	h.mu.Lock()
+	closed := h.closed
+	h.mu.Unlock()
+	if closed {
+		done(Result{Err: retryable("node is shutting down")})
+		return
+	}
+	s := h.shards[duro.ShardOf(req.Object, len(h.shards))]
+	var once sync.Once
+	s.host.submit(&call{ctx: ctx, req: req, class: class, fn: fn, done: func(r Result) { once.Do(func() { done(r) }) }})
+}
+
+// Call runs req and waits for its result.
+func (h *Host) Call(ctx context.Context, req *Request) Result {
+	ch := make(chan Result, 1)
+	h.Submit(ctx, req, func(r Result) { ch <- r })
+	return <-ch
+}
+
+// TransferLeaderships moves every shard this node leads to another voter, so
+// a planned shutdown does not wait out an election timeout.
+func (h *Host) TransferLeaderships(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, s := range h.shards {
+		if !s.IsLeader() || len(h.cfg.Peers) < 2 {
+			continue
+		}
+		wg.Add(1)
+		go func(s *Shard) {
+			defer wg.Done()
+			f := s.raft.LeadershipTransfer()
+			done := make(chan error, 1)
+			go func() { done <- f.Error() }()
+			select {
+			case err := <-done:
+				if err != nil && !errors.Is(err, raft.ErrNotLeader) {
+					h.log.Warn("leadership transfer failed", "shard", int(s.id), "err", err)
+				}
+			case <-ctx.Done():
+			}
+		}(s)
+	}
+	wg.Wait()
+}
+
+// Close stops accepting calls, hands off leaderships (bounded by ctx), and
+// shuts every shard down.
+func (h *Host) Close(ctx context.Context) error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	h.mu.Unlock()
+	h.TransferLeaderships(ctx)
+	return h.closeShards()
+}
+
+func (h *Host) closeShards() error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(h.shards))
+	for i, s := range h.shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.Close()
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}

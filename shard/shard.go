@@ -1,0 +1,293 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/duro-io/duro"
+	"github.com/duro-io/duro/fsm"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// ID numbers a shard, 0..S-1.
+type ID int
+
+// RaftTiming are the hashicorp/raft settings a node exposes.
+type RaftTiming struct {
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	SnapshotThreshold  uint64
+	SnapshotInterval   time.Duration
+	TrailingLogs       uint64
+	MaxAppendEntries   int
+}
+
+// Config configures one Shard.
+type Config struct {
+	ID        ID
+	NodeID    string
+	Dir       string        // this shard's directory
+	Peers     []raft.Server // the initial configuration, used on first start
+	Transport raft.Transport
+	Timing    RaftTiming
+	Registry  *duro.Registry
+	Limits    Limits
+	// SessionTTL must be the same on every node (it drives the fsm).
+	SessionTTL time.Duration
+	Logger     *slog.Logger
+	// Now is the clock for call times; nil means time.Now.
+	Now func() time.Time
+}
+
+// Limits bound keys and values.
+type Limits struct {
+	MaxKeyBytes   int
+	MaxValueBytes int
+}
+
+// Shard is one Raft group replica and, while it leads, its object host.
+type Shard struct {
+	id      ID
+	cfg     Config
+	log     *slog.Logger
+	machine *fsm.Machine
+	store   *raftboltdb.BoltStore
+	raft    *raft.Raft
+	notify  chan bool
+	host    *objectHost
+	verify  *verifier
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// Open opens (creating on first start) the shard's stores and starts its
+// Raft group.
+func Open(cfg Config) (*Shard, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("shard %d: %w", cfg.ID, err)
+	}
+	s := &Shard{id: cfg.ID, cfg: cfg, log: cfg.Logger.With("shard", int(cfg.ID)), stop: make(chan struct{})}
+	m, err := fsm.Open(filepath.Join(cfg.Dir, "state.db"), fsm.Options{SessionTTL: cfg.SessionTTL})
+	if err != nil {
+		return nil, err
+	}
+	s.machine = m
+	if err := s.startRaft(); err != nil {
+		m.Close()
+		if s.store != nil {
+			s.store.Close()
+		}
+		return nil, fmt.Errorf("shard %d: %w", cfg.ID, err)
+	}
+	s.host = newObjectHost(s)
+	s.verify = &verifier{r: s.raft}
+	s.wg.Add(1)
+	go s.watchLeadership()
+	return s, nil
+}
+
+func (s *Shard) startRaft() error {
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(s.cfg.Dir, "raft.db")})
+	if err != nil {
+		return fmt.Errorf("open raft log: %w", err)
+	}
+	s.store = store
+	logs, err := raft.NewLogCache(1024, store)
+	if err != nil {
+		return err
+	}
+	hl := newHCLog(s.log)
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(s.cfg.Dir, 2, hl)
+	if err != nil {
+		return err
+	}
+	t := s.cfg.Timing
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(s.cfg.NodeID)
+	rc.Logger = hl
+	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = t.HeartbeatTimeout, t.ElectionTimeout, t.LeaderLeaseTimeout
+	rc.CommitTimeout, rc.SnapshotThreshold, rc.SnapshotInterval = t.CommitTimeout, t.SnapshotThreshold, t.SnapshotInterval
+	rc.TrailingLogs, rc.MaxAppendEntries = t.TrailingLogs, t.MaxAppendEntries
+	rc.BatchApplyCh = true
+	// The fsm keeps its own applied index durably, so a restart resumes from
+	// it instead of restoring the last snapshot and replaying everything.
+	rc.NoSnapshotRestoreOnStart = true
+	s.notify = make(chan bool, 16)
+	rc.NotifyCh = s.notify
+	if err := raft.ValidateConfig(rc); err != nil {
+		return err
+	}
+	// If the state machine is behind the newest snapshot (its file was lost
+	// or replaced), restore that snapshot first: the log before it is gone.
+	if list, err := snaps.List(); err == nil && len(list) > 0 && list[0].Index > s.machine.Applied() {
+		_, rd, err := snaps.Open(list[0].ID)
+		if err != nil {
+			return fmt.Errorf("open snapshot %s: %w", list[0].ID, err)
+		}
+		err = s.machine.Restore(rd)
+		rd.Close()
+		if err != nil {
+			return fmt.Errorf("restore snapshot %s: %w", list[0].ID, err)
+		}
+	}
+	existing, err := raft.HasExistingState(logs, store, snaps)
+	if err != nil {
+		return err
+	}
+	if !existing {
+		if err := raft.BootstrapCluster(rc, logs, store, snaps, s.cfg.Transport, raft.Configuration{Servers: s.cfg.Peers}); err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+	}
+	r, err := raft.NewRaft(rc, (*raftFSM)(s), logs, store, snaps, s.cfg.Transport)
+	if err != nil {
+		return err
+	}
+	s.raft = r
+	return nil
+}
+
+// ID returns the shard's ID.
+func (s *Shard) ID() ID { return s.id }
+
+// Raft returns the shard's Raft group (for admin operations).
+func (s *Shard) Raft() *raft.Raft { return s.raft }
+
+// Machine returns the shard's state machine (read-only use).
+func (s *Shard) Machine() *fsm.Machine { return s.machine }
+
+// Leader returns the address and node ID of the shard's leader, if known.
+func (s *Shard) Leader() (addr, id string) {
+	a, i := s.raft.LeaderWithID()
+	return string(a), string(i)
+}
+
+// IsLeader reports whether this replica leads the shard.
+func (s *Shard) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Close resets the object host and shuts down Raft and the stores. It does not
+// hand off leadership; Host.Close does that first.
+func (s *Shard) Close() error {
+	close(s.stop)
+	s.host.reset("node shutting down")
+	err := s.raft.Shutdown().Error()
+	s.wg.Wait()
+	s.host.waitIdle()
+	if e := s.store.Close(); err == nil {
+		err = e
+	}
+	if e := s.machine.Close(); err == nil {
+		err = e
+	}
+	return err
+}
+
+func (s *Shard) watchLeadership() {
+	defer s.wg.Done()
+	var cancel context.CancelFunc = func() {}
+	for {
+		select {
+		case <-s.stop:
+			cancel()
+			return
+		case leader := <-s.notify:
+			cancel()
+			s.host.reset("leadership lost")
+			if leader {
+				var ctx context.Context
+				ctx, cancel = context.WithCancel(context.Background())
+				s.wg.Add(1)
+				go func() {
+					defer s.wg.Done()
+					s.activate(ctx)
+				}()
+			} else {
+				s.log.Info("lost leadership", "term", s.raft.CurrentTerm())
+			}
+		}
+	}
+}
+
+// activate commits an Activate entry; its future returns once it and all
+// entries before it are applied, which makes it the leader's barrier.
+func (s *Shard) activate(ctx context.Context) {
+	term := s.raft.CurrentTerm()
+	s.log.Info("won leadership", "term", term, "node", s.cfg.NodeID)
+	data := fsm.EncodeActivate(&fsm.Activate{Node: s.cfg.NodeID, Term: term, Time: s.cfg.Now().UnixNano()})
+	for attempt := 0; ; attempt++ {
+		f := s.raft.Apply(data, 0)
+		err := f.Error()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			r, _ := f.Response().(*fsm.Result)
+			if r == nil || r.Status != fsm.Applied {
+				s.log.Error("activate entry not applied", "result", r)
+				return
+			}
+			s.host.activate(r.Epoch, term)
+			s.log.Info("shard active", "term", term, "epoch", r.Epoch)
+			return
+		}
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
+			return
+		}
+		s.log.Warn("activate failed, retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Duration(attempt+1) * 50 * time.Millisecond):
+		}
+	}
+}
+
+// raftFSM adapts the shard's fsm.Machine to raft.BatchingFSM.
+type raftFSM Shard
+
+func (f *raftFSM) Apply(l *raft.Log) any { return f.machine.ApplyBatch([]*raft.Log{l})[0] }
+
+func (f *raftFSM) ApplyBatch(logs []*raft.Log) []any { return f.machine.ApplyBatch(logs) }
+
+func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
+	snap, err := f.machine.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return fsmSnapshot{snap}, nil
+}
+
+func (f *raftFSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	// Only a follower restores; its object host is idle.
+	return f.machine.Restore(rc)
+}
+
+type fsmSnapshot struct{ s *fsm.Snapshot }
+
+func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.s.Write(sink); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s fsmSnapshot) Release() { s.s.Release() }
