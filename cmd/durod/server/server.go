@@ -1,0 +1,226 @@
+// Package server starts a duro node: the entry point cmd/durod uses, and the
+// one a program with its own classes calls.
+//
+//	func main() { server.Main(myClass, otherClass) }
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/duro-io/duro"
+	"github.com/duro-io/duro/cmd/durod/builtin"
+	"github.com/duro-io/duro/config"
+	"github.com/duro-io/duro/rpc"
+	"github.com/duro-io/duro/shard"
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/pflag"
+)
+
+// Main runs a node with the built-in classes plus classes, and exits.
+func Main(classes ...*duro.Class) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := Run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr, classes...)
+	stop()
+	if errors.Is(err, pflag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "durod:", err)
+		os.Exit(1)
+	}
+}
+
+// Run runs a node until ctx ends.
+func Run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer, classes ...*duro.Class) error {
+	cfg, err := config.Load(args, lookupEnv)
+	if errors.Is(err, pflag.ErrHelp) {
+		fmt.Fprintf(stdout, "Usage: durod [flags]\n\n%s", config.FlagSet().FlagUsages())
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	reg := duro.NewRegistry(append(builtin.Classes(), classes...)...)
+	n, err := Start(ctx, cfg, reg, log, failpointsFromEnv(lookupEnv))
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return n.Close(sctx)
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	lvl.UnmarshalText([]byte(cfg.LogLevel))
+	o := &slog.HandlerOptions{Level: lvl}
+	var h slog.Handler = slog.NewTextHandler(w, o)
+	if cfg.LogFormat == "json" {
+		h = slog.NewJSONHandler(w, o)
+	}
+	return slog.New(h).With("node", cfg.NodeID)
+}
+
+// failpointsFromEnv reads DURO_FAILPOINTS, e.g.
+// "drop-reply-after-commit=0.3". Test use only.
+func failpointsFromEnv(lookupEnv func(string) (string, bool)) rpc.Failpoints {
+	var fp rpc.Failpoints
+	s, _ := lookupEnv("DURO_FAILPOINTS")
+	for _, kv := range strings.Split(s, ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
+		if k == "drop-reply-after-commit" {
+			fp.DropReplyAfterCommit, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	return fp
+}
+
+// Node is a running duro node.
+type Node struct {
+	cfg   config.Config
+	log   *slog.Logger
+	mux   *rpc.Mux
+	host  *shard.Host
+	srv   *rpc.Server
+	http  *http.Server
+	errCh chan error
+}
+
+// Start opens the node's shards and starts serving.
+func Start(ctx context.Context, cfg config.Config, reg *duro.Registry, log *slog.Logger, fp rpc.Failpoints) (*Node, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if err := checkClusterFile(cfg); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	n := &Node{cfg: cfg, log: log, errCh: make(chan error, 3)}
+	n.mux = rpc.NewMux(ln, log, nil)
+	var peers []raft.Server
+	for _, p := range cfg.Peers {
+		peers = append(peers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr)})
+	}
+	self := cfg.Self().Addr
+	rt := cfg.Raft
+	n.host, err = shard.NewHost(shard.HostConfig{
+		NodeID: cfg.NodeID, DataDir: cfg.DataDir, Shards: cfg.Shards, Peers: peers,
+		Timing: shard.RaftTiming{HeartbeatTimeout: rt.HeartbeatTimeout, ElectionTimeout: rt.ElectionTimeout,
+			LeaderLeaseTimeout: rt.LeaderLeaseTimeout, CommitTimeout: rt.CommitTimeout, SnapshotThreshold: rt.SnapshotThreshold,
+			SnapshotInterval: rt.SnapshotInterval, TrailingLogs: rt.TrailingLogs, MaxAppendEntries: rt.MaxAppendEntries},
+		Registry: reg, Limits: shard.Limits{MaxKeyBytes: cfg.Limits.MaxKeyBytes, MaxValueBytes: cfg.Limits.MaxValueBytes},
+		SessionTTL: cfg.SessionTTL, Logger: log,
+		Transport: func(id shard.ID) (raft.Transport, error) {
+			return n.mux.RaftTransport(uint32(id), self, shard.HCLogger(log.With("shard", int(id))))
+		},
+	})
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	n.srv = rpc.NewServer(rpc.ServerConfig{NodeID: cfg.NodeID, Addr: self, Peers: peers, Host: n.host, Logger: log, Failpoints: fp})
+	go func() { n.errCh <- n.mux.Serve() }()
+	go func() { n.errCh <- n.srv.Serve(n.mux.GRPC()) }()
+	n.srv.SetServing(true)
+	if cfg.HTTP != "" {
+		hl, err := net.Listen("tcp", cfg.HTTP)
+		if err != nil {
+			n.Close(ctx)
+			return nil, fmt.Errorf("http listen: %w", err)
+		}
+		n.http = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { n.errCh <- n.http.Serve(hl) }()
+	}
+	log.Info("durod started", "listen", cfg.Listen, "http", cfg.HTTP, "data", cfg.DataDir, "shards", cfg.Shards, "peers", len(peers))
+	return n, nil
+}
+
+// checkClusterFile records the cluster shape on first start and refuses to
+// start with a different shard count: shards are fixed at creation.
+func checkClusterFile(cfg config.Config) error {
+	path := cfg.DataDir + "/cluster.json"
+	type shape struct {
+		Shards int `json:"shards"`
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		b, _ = json.Marshal(shape{Shards: cfg.Shards})
+		return os.WriteFile(path, b, 0o600)
+	}
+	if err != nil {
+		return err
+	}
+	var s shape
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if s.Shards != cfg.Shards {
+		return fmt.Errorf("config: shards: the data in %s was created with %d shards, got %d (shards are fixed at cluster creation)", cfg.DataDir, s.Shards, cfg.Shards)
+	}
+	return nil
+}
+
+func (n *Node) httpHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	leaders := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "duro_shards_led", Help: "Shards this node leads."}, func() float64 {
+		c := 0
+		for _, s := range n.host.Shards() {
+			if s.IsLeader() {
+				c++
+			}
+		}
+		return float64(c)
+	})
+	reg.MustRegister(leaders)
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		for _, s := range n.host.Shards() {
+			if addr, _ := s.Leader(); addr == "" {
+				http.Error(w, fmt.Sprintf("shard %d has no leader\n", s.ID()), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		io.WriteString(w, "ready\n")
+	})
+	return mux
+}
+
+// Close shuts the node down in order: stop serving health, hand off
+// leaderships, stop gRPC (finishing calls), stop the listener, shut down Raft
+// and close the stores.
+func (n *Node) Close(ctx context.Context) error {
+	n.srv.SetServing(false)
+	if n.http != nil {
+		n.http.Shutdown(ctx)
+	}
+	n.host.TransferLeaderships(ctx)
+	n.srv.Stop(ctx)
+	err := n.host.Close(ctx)
+	n.mux.Close()
+	return err
+}
