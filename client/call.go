@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -14,16 +15,52 @@ import (
 
 // CallRaw is Call with the argument and result as raw JSON.
 func (s *Stub) CallRaw(ctx context.Context, method string, arg []byte) ([]byte, error) {
+	seq, sc := s.enter()
+	return s.do(ctx, seq, sc, method, arg)
+}
+
+// Pending is a call issued with Go; Wait returns its outcome.
+type Pending struct {
+	done  chan struct{}
+	reply []byte
+	err   error
+}
+
+// Wait blocks until the call ends and returns its raw JSON reply.
+func (p *Pending) Wait() ([]byte, error) {
+	<-p.done
+	return p.reply, p.err
+}
+
+// Go issues a call without waiting for it: calls issued with Go (or Call) on
+// one stub reach the object in the order they were issued. arg is encoded as
+// JSON before Go returns.
+func (s *Stub) Go(ctx context.Context, method string, arg any) *Pending {
+	p := &Pending{done: make(chan struct{})}
+	raw, err := json.Marshal(arg)
+	if err != nil {
+		p.err = fmt.Errorf("%w: encode argument: %v", duro.ErrInvalidArgument, err)
+		close(p.done)
+		return p
+	}
+	seq, sc := s.enter()
+	go func() {
+		defer close(p.done)
+		p.reply, p.err = s.do(ctx, seq, sc, method, raw)
+	}()
+	return p
+}
+
+func (s *Stub) do(ctx context.Context, seq uint64, sc *stubCall, method string, arg []byte) ([]byte, error) {
 	c := s.c
+	defer c.end(seq)
+	defer s.leave(seq)
 	if _, ok := ctx.Deadline(); !ok && c.opts.callTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.opts.callTimeout)
 		defer cancel()
 	}
 	shard := duro.ShardOf(s.id, max(c.shards, 1))
-	seq, sc := s.enter()
-	defer c.end(seq)
-	defer s.leave(seq)
 
 	req := &pb.CallRequest{Namespace: s.ns, ObjectId: s.id[:], Method: method, Arg: arg, ClientId: c.id[:], Seq: seq}
 	maybeRan := false
