@@ -106,7 +106,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return nil
 		},
 	}
-	root.AddCommand(status, call)
+	root.AddCommand(status, call, benchCmd(ctx, eps, func() bool {
+		return root.PersistentFlags().Changed("endpoints") || os.Getenv("DURO_ENDPOINTS") != ""
+	}, stdout, stderr))
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
