@@ -35,3 +35,6 @@ func newHCLog(log *slog.Logger) hclog.Logger {
 	}
 	return hclog.New(&hclog.LoggerOptions{Name: "raft", Level: lvl, Output: hclogWriter{log}, DisableTime: true})
 }
+
+// HCLogger returns an hclog.Logger that writes to log, for Raft transports.
+func HCLogger(log *slog.Logger) hclog.Logger { return newHCLog(log) }
