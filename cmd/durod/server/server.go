@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/duro-io/duro"
+	"github.com/duro-io/duro/client"
 	"github.com/duro-io/duro/cmd/durod/builtin"
 	"github.com/duro-io/duro/config"
 	"github.com/duro-io/duro/rpc"
@@ -102,6 +103,7 @@ type Node struct {
 	host  *shard.Host
 	srv   *rpc.Server
 	http  *http.Server
+	gw    *client.Client
 	errCh chan error
 }
 
@@ -145,6 +147,16 @@ func Start(ctx context.Context, cfg config.Config, reg *duro.Registry, log *slog
 	go func() { n.errCh <- n.srv.Serve(n.mux.GRPC()) }()
 	n.srv.SetServing(true)
 	if cfg.HTTP != "" {
+		// The gateway calls through the SDK, dialled to this node; routing
+		// takes calls on to shard leaders.
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		c, err := client.Dial(dctx, []string{self})
+		cancel()
+		if err != nil {
+			n.Close(ctx)
+			return nil, fmt.Errorf("http gateway: %w", err)
+		}
+		n.gw = c
 		hl, err := net.Listen("tcp", cfg.HTTP)
 		if err != nil {
 			n.Close(ctx)
@@ -196,6 +208,9 @@ func (n *Node) httpHandler() http.Handler {
 	})
 	reg.MustRegister(leaders)
 	mux := http.NewServeMux()
+	if n.gw != nil {
+		mux.Handle("/v1/", &gateway{c: n.gw, timeout: 30 * time.Second})
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -217,6 +232,9 @@ func (n *Node) Close(ctx context.Context) error {
 	n.srv.SetServing(false)
 	if n.http != nil {
 		n.http.Shutdown(ctx)
+	}
+	if n.gw != nil {
+		n.gw.Close()
 	}
 	n.host.TransferLeaderships(ctx)
 	n.srv.Stop(ctx)

@@ -1,0 +1,116 @@
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/duro-io/duro"
+	"github.com/duro-io/duro/cmd/durod/builtin"
+	"github.com/duro-io/duro/config"
+	"github.com/duro-io/duro/rpc"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func startNode(t *testing.T) *Node {
+	t.Helper()
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.Listen, cfg.HTTP = freeAddr(t), freeAddr(t)
+	cfg.Peers = []config.Peer{{ID: cfg.NodeID, Addr: cfg.Listen}}
+	cfg.Shards = 4
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	n, err := Start(context.Background(), cfg, duro.NewRegistry(builtin.Classes()...), log, rpc.Failpoints{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close(context.Background()) })
+	return n
+}
+
+func TestGateway(t *testing.T) {
+	n := startNode(t)
+	base := "http://" + n.cfg.HTTP
+	post := func(path, body string) (int, string) {
+		t.Helper()
+		resp, err := http.Post(base+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(b))
+	}
+	tests := []struct {
+		name, path, body string
+		status           int
+		want             string // substring of the body
+	}{
+		{"increment", "/v1/ns/counter/objects/a/Increment", "2", 200, "2"},
+		{"increment again", "/v1/ns/counter/objects/a/Increment", "3", 200, "5"},
+		{"kv put", "/v1/ns/kv/objects/x/Put", `{"key":"k","value":"v"}`, 200, "{}"},
+		{"kv get", "/v1/ns/kv/objects/x/Get", `{"key":"k"}`, 200, `"value":"v"`},
+		{"malformed json", "/v1/ns/kv/objects/x/Put", `{bad`, 400, "not valid JSON"},
+		{"bad argument type", "/v1/ns/counter/objects/a/Increment", `"x"`, 400, "invalid argument"},
+		{"unknown namespace", "/v1/ns/nope/objects/a/Get", ``, 404, "unknown namespace"},
+		{"unknown method", "/v1/ns/counter/objects/a/Nope", ``, 404, "no method"},
+		{"malformed id", "/v1/ns/counter/objects/id:zz/Get", ``, 400, "hex characters"},
+		{"bad route", "/v1/ns/counter/a/Get", ``, 404, "no such route"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := post(tc.path, tc.body)
+			if status != tc.status || !strings.Contains(body, tc.want) {
+				t.Fatalf("POST %s %s = %d %s, want %d containing %q", tc.path, tc.body, status, body, tc.status, tc.want)
+			}
+		})
+	}
+	// The counter moved only by the successful calls.
+	if status, body := post("/v1/ns/counter/objects/a/Get", ""); status != 200 || body != "5" {
+		t.Fatalf("counter = %d %s, want 5", status, body)
+	}
+	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+		// readyz turns 200 once every shard has elected a leader.
+		var status int
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			resp, err := http.Get(base + p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if status = resp.StatusCode; status == 200 {
+				break
+			}
+		}
+		if status != 200 {
+			t.Errorf("GET %s = %d", p, status)
+		}
+	}
+}
+
+func TestShardCountFixedAtCreation(t *testing.T) {
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	if err := checkClusterFile(cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Shards = 8
+	err := checkClusterFile(cfg)
+	if err == nil || !strings.Contains(err.Error(), "shards") {
+		t.Fatalf("reopening with another shard count: err = %v, want an error naming shards", err)
+	}
+}
