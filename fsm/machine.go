@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -83,7 +84,10 @@ func Open(path string, opts Options) (*Machine, error) {
 }
 
 func (m *Machine) open() error {
-	db, err := bolt.Open(m.path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	// A large initial mmap makes remaps rare: a remap waits for every open
+	// read transaction, including a snapshot being streamed.
+	db, err := bolt.Open(m.path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true,
+		FreelistType: bolt.FreelistMapType, InitialMmapSize: 1 << 30})
 	if err != nil {
 		return fmt.Errorf("fsm: open %s: %w", m.path, err)
 	}
@@ -155,6 +159,9 @@ func (m *Machine) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	if m.db == nil {
+		panic(fmt.Sprintf("fsm: apply to %s: store is closed (a restore failed?); stopping this replica", m.path))
+	}
 	err := m.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		applied := getU64(meta, keyApplied)
@@ -276,13 +283,20 @@ func recordSession(sess, clients *bolt.Bucket, c *Call) error {
 		low = binary.BigEndian.Uint64(old)
 	}
 	if c.AckedBelow > low {
-		// Drop replies the client has acknowledged.
+		// Drop replies the client has acknowledged. Collect the keys first:
+		// Cursor.Delete followed by Next skips a key when the leaf was already
+		// modified in this transaction, which depends on how entries were
+		// batched into transactions, so replicas would prune differently.
 		cur := sess.Cursor()
+		var drop [][]byte
 		for k, _ := cur.Seek(sessKey(c.Client, low)); k != nil && bytes.HasPrefix(k, c.Client[:]); k, _ = cur.Next() {
 			if binary.BigEndian.Uint64(k[16:]) >= c.AckedBelow {
 				break
 			}
-			if err := cur.Delete(); err != nil {
+			drop = append(drop, append([]byte(nil), k...))
+		}
+		for _, k := range drop {
+			if err := sess.Delete(k); err != nil {
 				return err
 			}
 		}
@@ -379,21 +393,24 @@ func (m *Machine) Scan(id duro.ID, start, end []byte, reverse bool, fn func(k, v
 	return m.view(func(tx *bolt.Tx) error {
 		cur := tx.Bucket(bucketData).Cursor()
 		if !reverse {
-			for k, v := cur.Seek(lo); k != nil && bytes.Compare(k, hi) < 0; k, v = cur.Next() {
+			for k, v := cur.Seek(lo); k != nil && below(k, hi); k, v = cur.Next() {
 				if !fn(k[len(id):], v) {
 					return nil
 				}
 			}
 			return nil
 		}
-		k, v := cur.Seek(hi)
+		var k, v []byte
+		if hi != nil {
+			k, v = cur.Seek(hi)
+		}
 		if k == nil {
 			k, v = cur.Last()
 		} else {
 			k, v = cur.Prev()
 		}
 		for ; k != nil && bytes.Compare(k, lo) >= 0; k, v = cur.Prev() {
-			if bytes.Compare(k, hi) >= 0 {
+			if !below(k, hi) {
 				continue
 			}
 			if !fn(k[len(id):], v) {
@@ -404,7 +421,11 @@ func (m *Machine) Scan(id duro.ID, start, end []byte, reverse bool, fn func(k, v
 	})
 }
 
-// prefixEnd returns the smallest key greater than every key with prefix p.
+// below reports k < hi, where a nil hi is no bound.
+func below(k, hi []byte) bool { return hi == nil || bytes.Compare(k, hi) < 0 }
+
+// prefixEnd returns the smallest key greater than every key with prefix p, or
+// nil (no bound) when p is all 0xff.
 func prefixEnd(p []byte) []byte {
 	e := append([]byte(nil), p...)
 	for i := len(e) - 1; i >= 0; i-- {
@@ -431,10 +452,47 @@ func (m *Machine) Snapshot() (*Snapshot, error) {
 // Snapshot is a consistent read view of a Machine.
 type Snapshot struct{ tx *bolt.Tx }
 
-// Write streams the snapshot (a bbolt file image) to w.
+// Write streams the snapshot to w: a bbolt file image followed by a trailer
+// (image length and SHA-256), so Restore can refuse a truncated or damaged
+// image before it replaces anything.
 func (s *Snapshot) Write(w io.Writer) error {
-	_, err := s.tx.WriteTo(w)
+	h := sha256.New()
+	n, err := s.tx.WriteTo(io.MultiWriter(w, h))
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(h.Sum(binary.BigEndian.AppendUint64(nil, uint64(n))))
 	return err
+}
+
+const trailerLen = 8 + sha256.Size
+
+// verifyImage checks the trailer of a snapshot written to f and truncates it
+// off, leaving the bare bbolt image.
+func verifyImage(f *os.File) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	size := st.Size() - trailerLen
+	if size <= 0 {
+		return errors.New("snapshot too short")
+	}
+	trailer := make([]byte, trailerLen)
+	if _, err := f.ReadAt(trailer, size); err != nil {
+		return err
+	}
+	if binary.BigEndian.Uint64(trailer) != uint64(size) {
+		return fmt.Errorf("snapshot length %d does not match its trailer (%d)", size, binary.BigEndian.Uint64(trailer))
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, size)); err != nil {
+		return err
+	}
+	if !bytes.Equal(h.Sum(nil), trailer[8:]) {
+		return errors.New("snapshot checksum mismatch")
+	}
+	return f.Truncate(size)
 }
 
 // Release ends the view.
@@ -450,6 +508,10 @@ func (m *Machine) Restore(r io.Reader) error {
 	if _, err := io.Copy(tmp, r); err != nil {
 		tmp.Close()
 		return fmt.Errorf("fsm: restore: copy: %w", err)
+	}
+	if err := verifyImage(tmp); err != nil {
+		tmp.Close()
+		return fmt.Errorf("fsm: restore: %w", err)
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
@@ -469,6 +531,7 @@ func (m *Machine) Restore(r io.Reader) error {
 	if m.db != nil {
 		m.db.Close()
 	}
+	m.db = nil // reads and applies fail loudly until the reopen below succeeds
 	if err := os.Rename(tmp.Name(), m.path); err != nil {
 		return fmt.Errorf("fsm: restore: %w", err)
 	}
