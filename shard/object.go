@@ -63,9 +63,15 @@ func newObjectHost(s *Shard) *objectHost {
 		inflight: map[sessKey]*inflight{}, retired: map[duro.ID]chan struct{}{}}
 }
 
-func (h *objectHost) activate(epoch, term uint64) {
+// activate makes the host active unless ctx, the activation's, is cancelled:
+// watchLeadership cancels it before resetting the host, so a stale activation
+// can neither revive a reset host nor close ready twice.
+func (h *objectHost) activate(ctx context.Context, epoch, term uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if ctx.Err() != nil || h.active {
+		return
+	}
 	h.active, h.epoch, h.term = true, epoch, term
 	close(h.ready)
 }
@@ -340,7 +346,12 @@ func (o *object) turn(c *call) {
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
-		res := o.settle(e, f.Error(), f.Response())
+		var resp any
+		err := s.applyError(f)
+		if err == nil {
+			resp = f.Response()
+		}
+		res := o.settle(e, err, resp)
 		if inf != nil {
 			inf.res = res
 			h.mu.Lock()
@@ -376,7 +387,16 @@ func (o *object) settle(e *entry, err error, resp any) Result {
 	o.mu.Lock()
 	for i, p := range o.pending {
 		if p == e {
-			o.pending = append(o.pending[:i:i], o.pending[i+1:]...)
+			if e.ok {
+				// The object's entries apply in order, so every entry before
+				// e is applied too. Drop them with e: left behind (their settle
+				// goroutines may run after this one), an older entry would
+				// shadow e's applied writes from the next turn, which would
+				// then build on stale state and overwrite e.
+				o.pending = append([]*entry(nil), o.pending[i+1:]...)
+			} else {
+				o.pending = append(o.pending[:i:i], o.pending[i+1:]...)
+			}
 			break
 		}
 	}

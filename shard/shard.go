@@ -68,6 +68,7 @@ type Shard struct {
 	verify  *verifier
 
 	stop chan struct{}
+	down chan struct{} // closed once raft has shut down
 	wg   sync.WaitGroup
 }
 
@@ -83,7 +84,7 @@ func Open(cfg Config) (*Shard, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("shard %d: %w", cfg.ID, err)
 	}
-	s := &Shard{id: cfg.ID, cfg: cfg, log: cfg.Logger.With("shard", int(cfg.ID)), stop: make(chan struct{})}
+	s := &Shard{id: cfg.ID, cfg: cfg, log: cfg.Logger.With("shard", int(cfg.ID)), stop: make(chan struct{}), down: make(chan struct{})}
 	m, err := fsm.Open(filepath.Join(cfg.Dir, "state.db"), fsm.Options{SessionTTL: cfg.SessionTTL})
 	if err != nil {
 		return nil, err
@@ -188,6 +189,7 @@ func (s *Shard) Close() error {
 	close(s.stop)
 	s.host.reset("node shutting down")
 	err := s.raft.Shutdown().Error()
+	close(s.down)
 	s.wg.Wait()
 	s.host.waitIdle()
 	if e := s.store.Close(); err == nil {
@@ -233,7 +235,7 @@ func (s *Shard) activate(ctx context.Context) {
 	data := fsm.EncodeActivate(&fsm.Activate{Node: s.cfg.NodeID, Term: term, Time: s.cfg.Now().UnixNano()})
 	for attempt := 0; ; attempt++ {
 		f := s.raft.Apply(data, 0)
-		err := f.Error()
+		err := s.applyError(f)
 		if ctx.Err() != nil {
 			return
 		}
@@ -243,7 +245,7 @@ func (s *Shard) activate(ctx context.Context) {
 				s.log.Error("activate entry not applied", "result", r)
 				return
 			}
-			s.host.activate(r.Epoch, term)
+			s.host.activate(ctx, r.Epoch, term)
 			s.log.Info("shard active", "term", term, "epoch", r.Epoch)
 			return
 		}
@@ -255,6 +257,26 @@ func (s *Shard) activate(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-time.After(time.Duration(attempt+1) * 50 * time.Millisecond):
+		}
+	}
+}
+
+// applyError waits for an Apply future. With BatchApplyCh, raft.Apply may put
+// the entry in raft's apply buffer just as raft shuts down; such a future is
+// never answered, so the wait also ends, with ErrRaftShutdown, once raft is
+// down. (The helper goroutine of such a lost future never ends.)
+func (s *Shard) applyError(f raft.Future) error {
+	ch := make(chan error, 1)
+	go func() { ch <- f.Error() }()
+	select {
+	case err := <-ch:
+		return err
+	case <-s.down:
+		select {
+		case err := <-ch:
+			return err
+		default:
+			return raft.ErrRaftShutdown
 		}
 	}
 }
