@@ -52,24 +52,32 @@ type Config struct {
 	Peers      []Peer        // default [{NodeID, Listen}], a single-node cluster; sorted by ID
 	Shards     int           // default 16; fixed at cluster creation
 	SessionTTL time.Duration // default 1h; exactly-once sessions expire by log time
-	LogLevel   string        // default "info"; debug|info|warn|error
-	LogFormat  string        // default "text"; text|json
-	Raft       Raft
-	Limits     Limits
+	// IdleTimeout evicts objects unused this long from memory (storage stays);
+	// negative disables idle eviction. Default 5m.
+	IdleTimeout time.Duration
+	// MaxActive caps the objects in memory on this node; the least recently
+	// used idle ones are evicted beyond it. Default 100000.
+	MaxActive int
+	LogLevel  string // default "info"; debug|info|warn|error
+	LogFormat string // default "text"; text|json
+	Raft      Raft
+	Limits    Limits
 }
 
 // Default returns the configuration of a single-node cluster "n1" listening on
 // 127.0.0.1:7071 with its data in ./data. It is valid.
 func Default() Config {
 	c := Config{
-		NodeID:     "n1",
-		DataDir:    "./data",
-		Listen:     "127.0.0.1:7071",
-		HTTP:       "127.0.0.1:7081",
-		Shards:     16,
-		SessionTTL: time.Hour,
-		LogLevel:   "info",
-		LogFormat:  "text",
+		NodeID:      "n1",
+		DataDir:     "./data",
+		Listen:      "127.0.0.1:7071",
+		HTTP:        "127.0.0.1:7081",
+		Shards:      16,
+		SessionTTL:  time.Hour,
+		IdleTimeout: 5 * time.Minute,
+		MaxActive:   100000,
+		LogLevel:    "info",
+		LogFormat:   "text",
 		Raft: Raft{
 			HeartbeatTimeout:   500 * time.Millisecond,
 			ElectionTimeout:    500 * time.Millisecond,
@@ -154,6 +162,12 @@ func (c Config) Validate() error {
 
 	if c.Shards < 1 || c.Shards > maxShards {
 		add("shards", "must be between 1 and %d, got %d", maxShards, c.Shards)
+	}
+	if c.IdleTimeout == 0 {
+		add("idle-timeout", "must not be zero (negative disables idle eviction)")
+	}
+	if c.MaxActive < 1 {
+		add("max-active", "must be at least 1, got %d", c.MaxActive)
 	}
 	if c.SessionTTL <= 0 {
 		add("session-ttl", "must be positive, got %s", c.SessionTTL)
@@ -393,6 +407,8 @@ var settings = []setting{
 	{"peers", "peers", `cluster members "n1=host:port,n2=host:port" (default: this node alone, node-id=listen)`, func(c *Config) any { return &c.Peers }},
 	{"shards", "shards", "number of shards; fixed when the cluster is created", func(c *Config) any { return &c.Shards }},
 	{"session-ttl", "session-ttl", "expiry of exactly-once sessions, measured in log time", func(c *Config) any { return &c.SessionTTL }},
+	{"idle-timeout", "idle-timeout", "evict objects idle this long from memory (storage stays); negative: never", func(c *Config) any { return &c.IdleTimeout }},
+	{"max-active", "max-active", "most objects in memory on this node; least recently used idle ones are evicted", func(c *Config) any { return &c.MaxActive }},
 	{"log-level", "log-level", "debug|info|warn|error", func(c *Config) any { return &c.LogLevel }},
 	{"log-format", "log-format", "text|json", func(c *Config) any { return &c.LogFormat }},
 	{"raft.heartbeat-timeout", "raft-heartbeat-timeout", "Raft heartbeat timeout", func(c *Config) any { return &c.Raft.HeartbeatTimeout }},

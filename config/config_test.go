@@ -362,7 +362,7 @@ func TestLoadEmptyHTTPDisables(t *testing.T) {
 func TestFlagSetNames(t *testing.T) {
 	names := []string{
 		"config", "node-id", "data-dir", "listen", "http", "peers", "shards",
-		"session-ttl", "log-level", "log-format", "raft-heartbeat-timeout",
+		"session-ttl", "idle-timeout", "max-active", "log-level", "log-format", "raft-heartbeat-timeout",
 		"raft-election-timeout", "raft-leader-lease-timeout", "raft-commit-timeout",
 		"raft-snapshot-threshold", "raft-snapshot-interval", "raft-trailing-logs",
 		"raft-max-append-entries", "max-key-bytes", "max-value-bytes",

@@ -12,6 +12,9 @@
 //     are queued and ending when the queue is empty.
 //   - Each proposed entry has a waiter goroutine that releases the reply once
 //     the entry is applied (the output gate).
+//   - Each Shard owns an idle sweep goroutine that evicts objects unused for
+//     IdleTimeout (only fully idle ones: nothing queued, running or pending);
+//     a cap on active objects evicts the least recently used idle ones.
 //   - Each Shard has a verifier goroutine, running only while reads wait, that
 //     batches leadership confirmations (raft.VerifyLeader) across reads.
 //

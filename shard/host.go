@@ -25,6 +25,13 @@ type HostConfig struct {
 	SessionTTL time.Duration
 	Logger     *slog.Logger
 	Now        func() time.Time
+	// IdleTimeout is how long an object stays in memory unused: 0 means
+	// DefaultIdleTimeout, negative never.
+	IdleTimeout time.Duration
+	// MaxActive caps the objects the node keeps in memory, split evenly
+	// across its shards (ceil(MaxActive/Shards) each): 0 means
+	// DefaultMaxActive.
+	MaxActive int
 	// Transport returns the Raft transport of shard id on this node.
 	Transport func(id ID) (raft.Transport, error)
 }
@@ -49,6 +56,11 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		cfg.Logger = slog.Default()
 	}
 	h := &Host{cfg: cfg, log: cfg.Logger}
+	maxActive := cfg.MaxActive
+	if maxActive <= 0 {
+		maxActive = DefaultMaxActive
+	}
+	perShard := (maxActive + cfg.Shards - 1) / cfg.Shards
 	for i := 0; i < cfg.Shards; i++ {
 		tr, err := cfg.Transport(ID(i))
 		if err != nil {
@@ -59,6 +71,7 @@ func NewHost(cfg HostConfig) (*Host, error) {
 			ID: ID(i), NodeID: cfg.NodeID, Dir: filepath.Join(cfg.DataDir, fmt.Sprintf("shard-%04d", i)),
 			Peers: cfg.Peers, Transport: tr, Timing: cfg.Timing, Registry: cfg.Registry,
 			Limits: cfg.Limits, SessionTTL: cfg.SessionTTL, Logger: cfg.Logger, Now: cfg.Now,
+			IdleTimeout: cfg.IdleTimeout, MaxActive: perShard,
 		})
 		if err != nil {
 			h.closeShards()
@@ -71,6 +84,15 @@ func NewHost(cfg HostConfig) (*Host, error) {
 
 // Shards returns the node's shards, indexed by ID.
 func (h *Host) Shards() []*Shard { return h.shards }
+
+// ActiveObjects returns the number of objects this node holds in memory.
+func (h *Host) ActiveObjects() int {
+	n := 0
+	for _, s := range h.shards {
+		n += s.host.activeObjects()
+	}
+	return n
+}
 
 // Registry returns the class registry.
 func (h *Host) Registry() *duro.Registry { return h.cfg.Registry }

@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"container/list"
 	"context"
 	"fmt"
 	"runtime/debug"
@@ -49,6 +50,7 @@ type objectHost struct {
 	// when the last entry of the old instance is resolved; a new instance
 	// waits for it so it starts from settled state.
 	retired map[duro.ID]chan struct{}
+	lru     *list.List // of *object, most recently submitted to first
 
 	wg sync.WaitGroup // turn and waiter goroutines
 }
@@ -60,7 +62,7 @@ type inflight struct {
 
 func newObjectHost(s *Shard) *objectHost {
 	return &objectHost{s: s, ready: make(chan struct{}), objects: map[duro.ID]*object{},
-		inflight: map[sessKey]*inflight{}, retired: map[duro.ID]chan struct{}{}}
+		inflight: map[sessKey]*inflight{}, retired: map[duro.ID]chan struct{}{}, lru: newLRU()}
 }
 
 // activate makes the host active unless ctx, the activation's, is cancelled:
@@ -89,6 +91,7 @@ func (h *objectHost) reset(why string) {
 	objs := h.objects
 	h.objects = map[duro.ID]*object{}
 	h.retired = map[duro.ID]chan struct{}{}
+	h.lru = newLRU()
 	h.mu.Unlock()
 	for _, o := range objs {
 		o.kill(retryable("shard %d: %s", h.s.id, why))
@@ -102,12 +105,19 @@ func (h *objectHost) submit(c *call) {
 	for {
 		h.mu.Lock()
 		if h.active {
+			now := h.s.cfg.Now()
 			o := h.objects[c.req.Object]
 			if o == nil {
 				o = &object{h: h, id: c.req.Object, ns: c.req.Namespace, class: c.class,
 					gen: h.gen, epoch: h.epoch, term: h.term, after: h.retired[c.req.Object]}
 				delete(h.retired, c.req.Object)
 				h.objects[c.req.Object] = o
+				o.elem = h.lru.PushFront(o)
+				o.touched = now
+				h.shrinkLocked(o)
+			} else {
+				h.lru.MoveToFront(o.elem)
+				o.touched = now
 			}
 			h.mu.Unlock()
 			if o.enqueue(c) {
@@ -143,7 +153,7 @@ func (h *objectHost) retire(o *object, settled chan struct{}) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.objects[o.id] == o {
-		delete(h.objects, o.id)
+		h.removeLocked(o)
 		h.retired[o.id] = settled
 	}
 }
@@ -174,15 +184,21 @@ type object struct {
 	term  uint64
 	after chan struct{} // predecessor instance settled; nil if none
 
-	inst    duro.Instance // owned by the turn goroutine
-	started bool          // owned by the turn goroutine
+	elem    *list.Element // in h.lru; guarded by h.mu
+	touched time.Time     // last submission; guarded by h.mu
 
-	mu      sync.Mutex // guards queue, running, dead, version, pending
-	queue   []*call
-	running bool
-	dead    *duro.Error // set once the object is reset
-	version uint64      // speculative: applied calls + pending entries
-	pending []*entry
+	inst       duro.Instance // owned by the turn goroutine
+	started    bool          // owned by the turn goroutine
+	activating bool          // Activate hook still to run; owned by the turn goroutine
+
+	mu       sync.Mutex // guards queue, running, dead, version, pending, used, lastUsed
+	queue    []*call
+	running  bool
+	dead     *duro.Error // set once the object is reset
+	version  uint64      // speculative: applied calls + pending entries
+	pending  []*entry
+	used     bool      // a turn has ended
+	lastUsed time.Time // end of the last turn
 }
 
 func (o *object) enqueue(c *call) bool {
@@ -232,7 +248,12 @@ func (o *object) run() {
 		o.mu.Lock()
 		if len(o.queue) == 0 || o.dead != nil {
 			o.running = false
+			o.used, o.lastUsed = true, o.h.s.cfg.Now()
+			idle := o.idleLocked()
 			o.mu.Unlock()
+			if idle {
+				o.h.maybeShrink()
+			}
 			return
 		}
 		c := o.queue[0]
@@ -254,6 +275,7 @@ func (o *object) start() {
 	o.mu.Unlock()
 	o.inst = o.class.New()
 	o.started = true
+	_, o.activating = o.inst.(duro.Activator)
 }
 
 func (o *object) turn(c *call) {
@@ -300,7 +322,19 @@ func (o *object) turn(c *call) {
 	ws := newWriteSet()
 	st := &turnStore{obj: o, overlays: overlays, ws: ws, limits: s.cfg.Limits}
 	tc := &turnCtx{Context: c.ctx, id: o.id, ns: o.ns, store: st, now: now}
-	reply, err := o.invoke(c.fn, tc, req.Arg)
+	var reply []byte
+	var err error
+	if o.activating {
+		o.activating = false
+		if err = o.activateInstance(tc); err != nil {
+			// Discard the instance: the next call activates a fresh one.
+			o.inst = o.class.New()
+			_, o.activating = o.inst.(duro.Activator)
+		}
+	}
+	if err == nil {
+		reply, err = o.invoke(c.fn, tc, req.Arg)
+	}
 	ws = st.ws // Transaction may have replaced it
 	var deps *entry
 	if n := len(overlays); n > 0 {
@@ -400,8 +434,12 @@ func (o *object) settle(e *entry, err error, resp any) Result {
 			break
 		}
 	}
+	idle := o.idleLocked()
 	o.mu.Unlock()
 	close(e.done)
+	if idle {
+		o.h.maybeShrink()
+	}
 	if !e.ok {
 		// Speculative state built on this entry is void.
 		settled := o.kill(retryable("shard %d: object reset after a failed write", s.id))
@@ -442,6 +480,7 @@ func (o *object) invoke(fn duro.Handler, ctx duro.Context, arg []byte) (reply []
 			err = duro.Errorf(duro.CodeInternal, "method panicked: %v", p)
 			// The instance may be half-updated: start a fresh one next time.
 			o.inst = o.class.New()
+			_, o.activating = o.inst.(duro.Activator)
 		}
 	}()
 	return fn(ctx, o.inst, arg)

@@ -47,6 +47,13 @@ type Config struct {
 	Logger     *slog.Logger
 	// Now is the clock for call times; nil means time.Now.
 	Now func() time.Time
+	// IdleTimeout is how long an object stays in memory unused before it is
+	// evicted (storage is untouched): 0 means DefaultIdleTimeout, negative
+	// never.
+	IdleTimeout time.Duration
+	// MaxActive caps the objects this shard keeps in memory; beyond it, the
+	// least recently used idle ones are evicted. 0 means DefaultMaxActive.
+	MaxActive int
 }
 
 // Limits bound keys and values.
@@ -101,6 +108,10 @@ func Open(cfg Config) (*Shard, error) {
 	s.verify = &verifier{r: s.raft}
 	s.wg.Add(1)
 	go s.watchLeadership()
+	if d := cfg.idleTimeout(); d > 0 {
+		s.wg.Add(1)
+		go s.sweepIdle(d)
+	}
 	return s, nil
 }
 

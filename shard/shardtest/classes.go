@@ -1,6 +1,7 @@
 package shardtest
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 const (
 	CounterNamespace = "counter"
 	KVNamespace      = "kv"
+	MemNamespace     = "memcounter"
 )
 
 // CounterKey is the storage key of a counter's value (decimal text).
@@ -21,7 +23,7 @@ var CounterKey = []byte("n")
 
 // Registry returns a fresh registry holding the test classes.
 func Registry() *duro.Registry {
-	return duro.NewRegistry(newCounterClass(), newKVClass())
+	return duro.NewRegistry(newCounterClass(), newKVClass(), newMemClass())
 }
 
 // counter is an int64 counter kept in storage under CounterKey.
@@ -284,4 +286,77 @@ func mustJSON(v any) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// MemNoActivateKey, when present in a memcounter's storage, makes its
+// Activate hook fail.
+var MemNoActivateKey = []byte("no-activate")
+
+// MemState is the reply of a memcounter Hit.
+type MemState struct {
+	Calls       int64 // calls this instance ran (in memory)
+	Activations int64 // times this instance's Activate ran
+	Loaded      int64 // counter value Activate read from storage
+	Stored      int64 // counter value in storage after this call
+}
+
+// memCounter counts its calls in memory and in storage, and implements
+// duro.Activator.
+type memCounter struct {
+	calls, activations, loaded int64
+}
+
+func (m *memCounter) Activate(ctx duro.Context) error {
+	m.activations++
+	n, err := loadCounter(ctx.Storage())
+	if err != nil {
+		return err
+	}
+	m.loaded = n
+	if _, ok, err := ctx.Storage().Get(MemNoActivateKey); err != nil || ok {
+		if err == nil {
+			err = duro.Errorf(duro.CodeFailedPrecondition, "memcounter: activation refused")
+		}
+		return err
+	}
+	return nil
+}
+
+func newMemClass() *duro.Class {
+	c := duro.NewClass(MemNamespace, func() *memCounter { return &memCounter{} })
+	duro.Method(c, "Hit", func(m *memCounter, ctx duro.Context, _ struct{}) (MemState, error) {
+		n, err := loadCounter(ctx.Storage())
+		if err != nil {
+			return MemState{}, err
+		}
+		n++
+		m.calls++
+		st := MemState{Calls: m.calls, Activations: m.activations, Loaded: m.loaded, Stored: n}
+		return st, ctx.Storage().Put(CounterKey, []byte(strconv.FormatInt(n, 10)))
+	})
+	duro.Method(c, "RefuseActivation", func(_ *memCounter, ctx duro.Context, _ struct{}) (bool, error) {
+		return true, ctx.Storage().Put(MemNoActivateKey, []byte("1"))
+	})
+	return c
+}
+
+// Hit returns a memcounter Hit request.
+func Hit(id duro.ID) *shard.Request {
+	return &shard.Request{Namespace: MemNamespace, Object: id, Method: "Hit", Arg: []byte("{}")}
+}
+
+// RefuseActivation returns a memcounter request that makes later activations
+// of the object fail.
+func RefuseActivation(id duro.ID) *shard.Request {
+	return &shard.Request{Namespace: MemNamespace, Object: id, Method: "RefuseActivation", Arg: []byte("{}")}
+}
+
+// Mem decodes a memcounter Hit reply.
+func Mem(r shard.Result) (MemState, error) {
+	var st MemState
+	if r.Err != nil {
+		return st, r.Err
+	}
+	err := json.Unmarshal(bytes.TrimSpace(r.Reply), &st)
+	return st, err
 }

@@ -51,6 +51,9 @@ type Options struct {
 	// Logger defaults to discarding, or to stderr at debug level when the
 	// environment variable DURO_TEST_LOG is set.
 	Logger *slog.Logger
+	// IdleTimeout and MaxActive configure eviction (see shard.HostConfig).
+	IdleTimeout time.Duration
+	MaxActive   int
 }
 
 // Cluster is a set of in-process nodes. Its methods are safe for concurrent
@@ -165,15 +168,17 @@ func (c *Cluster) connectLocked(i, j int) {
 
 func (c *Cluster) openHost(i int) (*shard.Host, error) {
 	return shard.NewHost(shard.HostConfig{
-		NodeID:     Addr(i),
-		DataDir:    filepath.Join(c.dirs[i], "data"),
-		Shards:     c.opts.Shards,
-		Peers:      c.Peers(),
-		Timing:     *c.opts.Timing,
-		Registry:   c.opts.Registry,
-		Limits:     c.opts.Limits,
-		SessionTTL: c.opts.SessionTTL,
-		Logger:     c.opts.Logger.With("node", Addr(i)),
+		NodeID:      Addr(i),
+		DataDir:     filepath.Join(c.dirs[i], "data"),
+		Shards:      c.opts.Shards,
+		Peers:       c.Peers(),
+		Timing:      *c.opts.Timing,
+		Registry:    c.opts.Registry,
+		Limits:      c.opts.Limits,
+		SessionTTL:  c.opts.SessionTTL,
+		IdleTimeout: c.opts.IdleTimeout,
+		MaxActive:   c.opts.MaxActive,
+		Logger:      c.opts.Logger.With("node", Addr(i)),
 		Transport: func(id shard.ID) (raft.Transport, error) {
 			c.mu.Lock()
 			defer c.mu.Unlock()

@@ -134,7 +134,7 @@ func Start(ctx context.Context, cfg config.Config, reg *duro.Registry, log *slog
 			LeaderLeaseTimeout: rt.LeaderLeaseTimeout, CommitTimeout: rt.CommitTimeout, SnapshotThreshold: rt.SnapshotThreshold,
 			SnapshotInterval: rt.SnapshotInterval, TrailingLogs: rt.TrailingLogs, MaxAppendEntries: rt.MaxAppendEntries},
 		Registry: reg, Limits: shard.Limits{MaxKeyBytes: cfg.Limits.MaxKeyBytes, MaxValueBytes: cfg.Limits.MaxValueBytes},
-		SessionTTL: cfg.SessionTTL, Logger: log,
+		SessionTTL: cfg.SessionTTL, IdleTimeout: cfg.IdleTimeout, MaxActive: cfg.MaxActive, Logger: log,
 		Transport: func(id shard.ID) (raft.Transport, error) {
 			return n.mux.RaftTransport(uint32(id), self, shard.HCLogger(log.With("shard", int(id))))
 		},
