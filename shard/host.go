@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"github.com/duro-io/duro"
 	"github.com/hashicorp/raft"
@@ -15,19 +14,9 @@ import (
 
 // HostConfig configures a node's set of shards.
 type HostConfig struct {
-	NodeID     string
-	DataDir    string
-	Shards     int
-	Peers      []raft.Server
-	Timing     RaftTiming
-	Registry   *duro.Registry
-	Limits     Limits
-	SessionTTL time.Duration
-	Logger     *slog.Logger
-	Now        func() time.Time
-	// IdleTimeout is how long an object stays in memory unused: 0 means
-	// DefaultIdleTimeout, negative never.
-	IdleTimeout time.Duration
+	Settings
+	DataDir string
+	Shards  int
 	// MaxActive caps the objects the node keeps in memory, split evenly
 	// across its shards (ceil(MaxActive/Shards) each): 0 means
 	// DefaultMaxActive.
@@ -68,10 +57,8 @@ func NewHost(cfg HostConfig) (*Host, error) {
 			return nil, err
 		}
 		s, err := Open(Config{
-			ID: ID(i), NodeID: cfg.NodeID, Dir: filepath.Join(cfg.DataDir, fmt.Sprintf("shard-%04d", i)),
-			Peers: cfg.Peers, Transport: tr, Timing: cfg.Timing, Registry: cfg.Registry,
-			Limits: cfg.Limits, SessionTTL: cfg.SessionTTL, Logger: cfg.Logger, Now: cfg.Now,
-			IdleTimeout: cfg.IdleTimeout, MaxActive: perShard,
+			Settings: cfg.Settings, ID: ID(i), Dir: filepath.Join(cfg.DataDir, fmt.Sprintf("shard-%04d", i)),
+			Transport: tr, MaxActive: perShard,
 		})
 		if err != nil {
 			h.closeShards()

@@ -32,16 +32,13 @@ type RaftTiming struct {
 	MaxAppendEntries   int
 }
 
-// Config configures one Shard.
-type Config struct {
-	ID        ID
-	NodeID    string
-	Dir       string        // this shard's directory
-	Peers     []raft.Server // the initial configuration, used on first start
-	Transport raft.Transport
-	Timing    RaftTiming
-	Registry  *duro.Registry
-	Limits    Limits
+// Settings are the settings every shard of a node shares.
+type Settings struct {
+	NodeID   string
+	Peers    []raft.Server // the initial configuration, used on first start
+	Timing   RaftTiming
+	Registry *duro.Registry
+	Limits   Limits
 	// SessionTTL must be the same on every node (it drives the fsm).
 	SessionTTL time.Duration
 	Logger     *slog.Logger
@@ -51,6 +48,14 @@ type Config struct {
 	// evicted (storage is untouched): 0 means DefaultIdleTimeout, negative
 	// never.
 	IdleTimeout time.Duration
+}
+
+// Config configures one Shard.
+type Config struct {
+	Settings
+	ID        ID
+	Dir       string // this shard's directory
+	Transport raft.Transport
 	// MaxActive caps the objects this shard keeps in memory; beyond it, the
 	// least recently used idle ones are evicted. 0 means DefaultMaxActive.
 	MaxActive int

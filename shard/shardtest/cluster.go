@@ -168,17 +168,19 @@ func (c *Cluster) connectLocked(i, j int) {
 
 func (c *Cluster) openHost(i int) (*shard.Host, error) {
 	return shard.NewHost(shard.HostConfig{
-		NodeID:      Addr(i),
-		DataDir:     filepath.Join(c.dirs[i], "data"),
-		Shards:      c.opts.Shards,
-		Peers:       c.Peers(),
-		Timing:      *c.opts.Timing,
-		Registry:    c.opts.Registry,
-		Limits:      c.opts.Limits,
-		SessionTTL:  c.opts.SessionTTL,
-		IdleTimeout: c.opts.IdleTimeout,
-		MaxActive:   c.opts.MaxActive,
-		Logger:      c.opts.Logger.With("node", Addr(i)),
+		Settings: shard.Settings{
+			NodeID:      Addr(i),
+			Peers:       c.Peers(),
+			Timing:      *c.opts.Timing,
+			Registry:    c.opts.Registry,
+			Limits:      c.opts.Limits,
+			SessionTTL:  c.opts.SessionTTL,
+			IdleTimeout: c.opts.IdleTimeout,
+			Logger:      c.opts.Logger.With("node", Addr(i)),
+		},
+		DataDir:   filepath.Join(c.dirs[i], "data"),
+		Shards:    c.opts.Shards,
+		MaxActive: c.opts.MaxActive,
 		Transport: func(id shard.ID) (raft.Transport, error) {
 			c.mu.Lock()
 			defer c.mu.Unlock()

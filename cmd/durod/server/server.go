@@ -129,12 +129,15 @@ func Start(ctx context.Context, cfg config.Config, reg *duro.Registry, log *slog
 	self := cfg.Self().Addr
 	rt := cfg.Raft
 	n.host, err = shard.NewHost(shard.HostConfig{
-		NodeID: cfg.NodeID, DataDir: cfg.DataDir, Shards: cfg.Shards, Peers: peers,
-		Timing: shard.RaftTiming{HeartbeatTimeout: rt.HeartbeatTimeout, ElectionTimeout: rt.ElectionTimeout,
-			LeaderLeaseTimeout: rt.LeaderLeaseTimeout, CommitTimeout: rt.CommitTimeout, SnapshotThreshold: rt.SnapshotThreshold,
-			SnapshotInterval: rt.SnapshotInterval, TrailingLogs: rt.TrailingLogs, MaxAppendEntries: rt.MaxAppendEntries},
-		Registry: reg, Limits: shard.Limits{MaxKeyBytes: cfg.Limits.MaxKeyBytes, MaxValueBytes: cfg.Limits.MaxValueBytes},
-		SessionTTL: cfg.SessionTTL, IdleTimeout: cfg.IdleTimeout, MaxActive: cfg.MaxActive, Logger: log,
+		Settings: shard.Settings{
+			NodeID: cfg.NodeID, Peers: peers,
+			Timing: shard.RaftTiming{HeartbeatTimeout: rt.HeartbeatTimeout, ElectionTimeout: rt.ElectionTimeout,
+				LeaderLeaseTimeout: rt.LeaderLeaseTimeout, CommitTimeout: rt.CommitTimeout, SnapshotThreshold: rt.SnapshotThreshold,
+				SnapshotInterval: rt.SnapshotInterval, TrailingLogs: rt.TrailingLogs, MaxAppendEntries: rt.MaxAppendEntries},
+			Registry: reg, Limits: shard.Limits{MaxKeyBytes: cfg.Limits.MaxKeyBytes, MaxValueBytes: cfg.Limits.MaxValueBytes},
+			SessionTTL: cfg.SessionTTL, IdleTimeout: cfg.IdleTimeout, Logger: log,
+		},
+		DataDir: cfg.DataDir, Shards: cfg.Shards, MaxActive: cfg.MaxActive,
 		Transport: func(id shard.ID) (raft.Transport, error) {
 			return n.mux.RaftTransport(uint32(id), self, shard.HCLogger(log.With("shard", int(id))))
 		},
