@@ -39,11 +39,10 @@ type objectHost struct {
 	s *Shard
 
 	mu       sync.Mutex // guards everything below
-	gen      uint64     // bumped on every reset
 	active   bool
 	epoch    uint64
 	term     uint64
-	ready    chan struct{} // closed on activation of the current gen
+	ready    chan struct{} // closed when the host activates; replaced on reset
 	objects  map[duro.ID]*object
 	inflight map[sessKey]*inflight
 	// retired holds, for objects reset after a failed entry, a channel closed
@@ -82,7 +81,6 @@ func (h *objectHost) activate(ctx context.Context, epoch, term uint64) {
 // resolve on their own (raft fails them), nothing else runs.
 func (h *objectHost) reset(why string) {
 	h.mu.Lock()
-	h.gen++
 	wasActive := h.active
 	h.active = false
 	if wasActive {
@@ -109,7 +107,7 @@ func (h *objectHost) submit(c *call) {
 			o := h.objects[c.req.Object]
 			if o == nil {
 				o = &object{h: h, id: c.req.Object, ns: c.req.Namespace, class: c.class,
-					gen: h.gen, epoch: h.epoch, term: h.term, after: h.retired[c.req.Object]}
+					epoch: h.epoch, term: h.term, after: h.retired[c.req.Object]}
 				delete(h.retired, c.req.Object)
 				h.objects[c.req.Object] = o
 				o.elem = h.lru.PushFront(o)
@@ -179,7 +177,6 @@ type object struct {
 	id    duro.ID
 	ns    string
 	class *duro.Class
-	gen   uint64
 	epoch uint64
 	term  uint64
 	after chan struct{} // predecessor instance settled; nil if none
