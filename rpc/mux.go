@@ -131,12 +131,12 @@ func (m *Mux) RaftTransport(shard uint32, advertise string, log hclog.Logger) (r
 	}
 	m.layers[shard] = l
 	m.mu.Unlock()
-	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+	return raftTransport{raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  l,
 		MaxPool: 4,
 		Timeout: 10 * time.Second,
 		Logger:  log,
-	}), nil
+	})}, nil
 }
 
 // streamLayer is a raft.StreamLayer over the mux for one shard.

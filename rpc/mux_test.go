@@ -45,7 +45,7 @@ func TestMuxCarriesRaftAndGRPC(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { tr.(*raft.NetworkTransport).Close() })
+			t.Cleanup(func() { tr.(raft.WithClose).Close() })
 			trans[name+string(rune('0'+shard))] = tr
 		}
 	}
@@ -90,7 +90,7 @@ func TestMuxUnknownShard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tr.(*raft.NetworkTransport).Close()
+	defer tr.(raft.WithClose).Close()
 	var resp raft.AppendEntriesResponse
 	if err := tr.AppendEntries("b", raft.ServerAddress(b.Addr().String()), &raft.AppendEntriesRequest{Term: 1}, &resp); err == nil {
 		t.Fatal("AppendEntries to a node without the shard succeeded")
