@@ -60,6 +60,11 @@ type Options struct {
 	// SessionTTL is how long, in log time, a client session is kept after its
 	// last call. Zero means one hour.
 	SessionTTL time.Duration
+	// LazySync skips the fsync of every commit (see lazysync.go): the caller
+	// must rebuild a discarded state (Discarded reports it) from the newest
+	// snapshot and the Raft log, which hashicorp/raft's replay above the
+	// applied index does. Without a boot ID to check, it falls back to fsync.
+	LazySync bool
 }
 
 // Machine is one shard's state machine backed by one bbolt file.
@@ -69,6 +74,9 @@ type Machine struct {
 
 	mu sync.RWMutex // guards db against replacement by Restore; readers hold it shared
 	db *bolt.DB
+
+	boot      string // this boot's ID when syncing lazily, else ""
+	discarded bool   // Open threw away a state file torn by a machine crash
 }
 
 // Open opens (or creates) the machine stored at path.
@@ -77,6 +85,14 @@ func Open(path string, opts Options) (*Machine, error) {
 		opts.SessionTTL = time.Hour
 	}
 	m := &Machine{path: path, opts: opts}
+	if opts.LazySync {
+		if boot, err := currentBoot(); err == nil {
+			m.boot = boot
+			if m.discarded, err = prepareLazy(path, boot); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if err := m.open(); err != nil {
 		return nil, err
 	}
@@ -87,7 +103,7 @@ func (m *Machine) open() error {
 	// A large initial mmap makes remaps rare: a remap waits for every open
 	// read transaction, including a snapshot being streamed.
 	db, err := bolt.Open(m.path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true,
-		FreelistType: bolt.FreelistMapType, InitialMmapSize: 1 << 30})
+		FreelistType: bolt.FreelistMapType, InitialMmapSize: 1 << 30, NoSync: m.boot != ""})
 	if err != nil {
 		return fmt.Errorf("fsm: open %s: %w", m.path, err)
 	}
@@ -114,10 +130,24 @@ func (m *Machine) Close() error {
 	if m.db == nil {
 		return nil
 	}
-	err := m.db.Close()
+	var err error
+	if m.boot != "" {
+		err = m.db.Sync()
+	}
+	if cerr := m.db.Close(); err == nil {
+		err = cerr
+	}
 	m.db = nil
+	if err == nil && m.boot != "" {
+		err = writeMarker(m.path, marker{boot: m.boot, clean: true})
+	}
 	return err
 }
+
+// Discarded reports whether Open threw the state file away because a
+// machine crash may have torn it; the state is then empty and must be
+// rebuilt from the newest snapshot and the log.
+func (m *Machine) Discarded() bool { return m.discarded }
 
 func getU64(b *bolt.Bucket, k []byte) uint64 {
 	v := b.Get(k)

@@ -97,9 +97,14 @@ func Open(cfg Config) (*Shard, error) {
 		return nil, fmt.Errorf("shard %d: %w", cfg.ID, err)
 	}
 	s := &Shard{id: cfg.ID, cfg: cfg, log: cfg.Logger.With("shard", int(cfg.ID)), stop: make(chan struct{}), down: make(chan struct{})}
-	m, err := fsm.Open(filepath.Join(cfg.Dir, "state.db"), fsm.Options{SessionTTL: cfg.SessionTTL})
+	// The Raft log is fsync'd on a quorum before anything is acknowledged, so
+	// the state file need not be: see fsm/lazysync.go.
+	m, err := fsm.Open(filepath.Join(cfg.Dir, "state.db"), fsm.Options{SessionTTL: cfg.SessionTTL, LazySync: true})
 	if err != nil {
 		return nil, err
+	}
+	if m.Discarded() {
+		s.log.Warn("state file discarded after a machine crash; rebuilding it from the newest snapshot and the log")
 	}
 	s.machine = m
 	if err := s.startRaft(); err != nil {

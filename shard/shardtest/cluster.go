@@ -253,10 +253,18 @@ func (c *Cluster) Close(i int) error {
 
 // Restart closes node i (if open) and opens it again on the same data
 // directory with fresh transports.
-func (c *Cluster) Restart(i int) {
+func (c *Cluster) Restart(i int) { c.t.Helper(); c.RestartAfter(i, nil) }
+
+// RestartAfter closes node i, calls between (if not nil) with the node's data
+// directory, and opens the node again: between can damage or rewrite files
+// as a crash would.
+func (c *Cluster) RestartAfter(i int, between func(dir string)) {
 	c.t.Helper()
 	if err := c.Close(i); err != nil {
 		c.t.Fatalf("shardtest: close node %d: %v", i, err)
+	}
+	if between != nil {
+		between(filepath.Join(c.dirs[i], "data"))
 	}
 	c.mu.Lock()
 	c.newTransportsLocked(i)
