@@ -85,12 +85,14 @@ func writeMarker(path string, m marker) error {
 		err = os.Rename(tmp, markerPath(path))
 	}
 	if err == nil {
-		err = syncDir(filepath.Dir(path))
+		err = SyncDir(filepath.Dir(path))
 	}
 	return err
 }
 
-func syncDir(dir string) error {
+// SyncDir fsyncs a directory, making the creations, renames and removals
+// in it durable.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -73,7 +73,8 @@ type Shard struct {
 	cfg     Config
 	log     *slog.Logger
 	machine *fsm.Machine
-	store   *raftboltdb.BoltStore
+	store   *raftboltdb.BoltStore // the stable store (term and vote)
+	wal     *walLog               // the log store
 	raft    *raft.Raft
 	notify  chan bool
 	host    *objectHost
@@ -109,9 +110,7 @@ func Open(cfg Config) (*Shard, error) {
 	s.machine = m
 	if err := s.startRaft(); err != nil {
 		m.Close()
-		if s.store != nil {
-			s.store.Close()
-		}
+		s.closeStores()
 		return nil, fmt.Errorf("shard %d: %w", cfg.ID, err)
 	}
 	s.host = newObjectHost(s)
@@ -131,11 +130,16 @@ func (s *Shard) startRaft() error {
 		return fmt.Errorf("open raft log: %w", err)
 	}
 	s.store = store
-	logs, err := raft.NewLogCache(1024, store)
+	hl := newHCLog(s.log)
+	wal, err := openLog(filepath.Join(s.cfg.Dir, "wal"), store, hl)
 	if err != nil {
 		return err
 	}
-	hl := newHCLog(s.log)
+	s.wal = wal
+	logs, err := raft.NewLogCache(1024, wal)
+	if err != nil {
+		return err
+	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(s.cfg.Dir, 2, hl)
 	if err != nil {
 		return err
@@ -213,7 +217,7 @@ func (s *Shard) Close() error {
 	close(s.down)
 	s.wg.Wait()
 	s.host.waitIdle()
-	if e := s.store.Close(); err == nil {
+	if e := s.closeStores(); err == nil {
 		err = e
 	}
 	if e := s.machine.Close(); err == nil {
