@@ -109,10 +109,12 @@ func (s *Stub) do(ctx context.Context, seq uint64, sc *stubCall, method string, 
 			return nil, e
 		}
 		s.markRetry(sc)
-		select {
-		case <-ctx.Done():
-			return nil, s.giveUp(maybeRan, fmt.Errorf("%w (last error: %v)", ctx.Err(), e))
-		case <-time.After(backoff(attempt)):
+		if d := retryDelay(attempt, e, addr); d > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, s.giveUp(maybeRan, fmt.Errorf("%w (last error: %v)", ctx.Err(), e))
+			case <-time.After(d):
+			}
 		}
 	}
 }

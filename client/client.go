@@ -198,12 +198,28 @@ func (c *Client) ackedBelow() uint64 {
 	return c.low
 }
 
-func backoff(attempt int) time.Duration {
-	d := 5 * time.Millisecond << min(attempt, 7)
-	if d > 500*time.Millisecond {
-		d = 500 * time.Millisecond
-	}
+func backoff(attempt int) time.Duration { return backoffUpTo(attempt, 500*time.Millisecond) }
+
+// backoffUpTo doubles from 5 ms up to limit, jittered by half.
+func backoffUpTo(attempt int, limit time.Duration) time.Duration {
+	d := min(5*time.Millisecond<<min(attempt, 7), limit)
 	return d/2 + rand.N(d/2+1)
+}
+
+// retryDelay is how long a call waits before its next attempt. A redirect to
+// a leader it has not just tried goes at once (for the first few attempts:
+// stale hints must not ping-pong a call between two nodes); waiting out an election (no
+// leader yet, a node just killed) polls every 100 ms at most, so a call
+// resumes soon after a new leader is up; an overloaded node gets room.
+func retryDelay(attempt int, e *duro.Error, tried string) time.Duration {
+	switch {
+	case e.Overloaded:
+		return backoffUpTo(attempt, 500*time.Millisecond)
+	case e.Leader != "" && e.Leader != tried && attempt < 3:
+		return 0
+	default:
+		return backoffUpTo(attempt, 100*time.Millisecond)
+	}
 }
 
 // Namespace is a handle on the objects of one namespace.
