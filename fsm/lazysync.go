@@ -85,14 +85,12 @@ func writeMarker(path string, m marker) error {
 		err = os.Rename(tmp, markerPath(path))
 	}
 	if err == nil {
-		err = SyncDir(filepath.Dir(path))
+		err = syncDir(filepath.Dir(path))
 	}
 	return err
 }
 
-// SyncDir fsyncs a directory, making the creations, renames and removals
-// in it durable.
-func SyncDir(dir string) error {
+func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

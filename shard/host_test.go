@@ -915,12 +915,10 @@ func TestRestart(t *testing.T) {
 func TestRebuildAfterMachineCrash(t *testing.T) {
 	c := shardtest.New(t, 3, 2)
 	ids := []duro.ID{c.ObjectIn(shardtest.CounterNamespace, 0, "crash"), c.ObjectIn(shardtest.CounterNamespace, 1, "crash")}
-	cl, seq := client(9), uint64(0)
 	incr := func(n int) {
 		for i := 0; i < n; i++ {
 			for s, id := range ids {
-				seq++
-				incrementOnce(t, c, s, id, cl, seq)
+				mustInt(t, c.Call(callCtx(t), c.LeaderOf(s), shardtest.Increment(id, 1)))
 			}
 		}
 	}
@@ -952,7 +950,7 @@ func TestRebuildAfterMachineCrash(t *testing.T) {
 		if v, ok, err := c.Shard(2, s).Machine().Get(id, shardtest.CounterKey); err != nil || !ok || string(v) != "11" {
 			t.Fatalf("shard %d: rebuilt replica has counter %q (found %v, err %v), want 11", s, v, ok, err)
 		}
-		if got := mustInt(t, onLeader(t, c, s, shardtest.Get(id))); got != 11 {
+		if got := mustInt(t, c.Call(callCtx(t), c.LeaderOf(s), shardtest.Get(id))); got != 11 {
 			t.Fatalf("after rebuild: counter %d, want 11", got)
 		}
 	}

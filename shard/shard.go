@@ -73,8 +73,7 @@ type Shard struct {
 	cfg     Config
 	log     *slog.Logger
 	machine *fsm.Machine
-	store   *raftboltdb.BoltStore // the stable store (term and vote)
-	wal     *walLog               // the log store
+	store   *raftboltdb.BoltStore
 	raft    *raft.Raft
 	notify  chan bool
 	host    *objectHost
@@ -110,7 +109,9 @@ func Open(cfg Config) (*Shard, error) {
 	s.machine = m
 	if err := s.startRaft(); err != nil {
 		m.Close()
-		s.closeStores()
+		if s.store != nil {
+			s.store.Close()
+		}
 		return nil, fmt.Errorf("shard %d: %w", cfg.ID, err)
 	}
 	s.host = newObjectHost(s)
@@ -130,16 +131,11 @@ func (s *Shard) startRaft() error {
 		return fmt.Errorf("open raft log: %w", err)
 	}
 	s.store = store
+	logs, err := raft.NewLogCache(1024, store)
+	if err != nil {
+		return err
+	}
 	hl := newHCLog(s.log)
-	wal, err := openLog(filepath.Join(s.cfg.Dir, "wal"), store, hl)
-	if err != nil {
-		return err
-	}
-	s.wal = wal
-	logs, err := raft.NewLogCache(1024, wal)
-	if err != nil {
-		return err
-	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(s.cfg.Dir, 2, hl)
 	if err != nil {
 		return err
@@ -217,7 +213,7 @@ func (s *Shard) Close() error {
 	close(s.down)
 	s.wg.Wait()
 	s.host.waitIdle()
-	if e := s.closeStores(); err == nil {
+	if e := s.store.Close(); err == nil {
 		err = e
 	}
 	if e := s.machine.Close(); err == nil {
