@@ -15,6 +15,7 @@ import (
 	"github.com/duro-io/duro/fsm"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	bolt "go.etcd.io/bbolt"
 )
 
 // ID numbers a shard, 0..S-1.
@@ -191,7 +192,13 @@ func (s *Shard) startRaft() error {
 // here but could not start again after truncating its log's tail
 // (hashicorp/raft-wal#31), which every deposed leader does.
 func openRaftStore(dir string) (*raftboltdb.BoltStore, error) {
-	return raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+	return raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db"), BoltOptions: &bolt.Options{
+		Timeout: 5 * time.Second,
+		// The free list is rebuilt from the pages at open instead of being
+		// written (and fsync'd) on every append.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	}})
 }
 
 // ID returns the shard's ID.
