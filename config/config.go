@@ -30,7 +30,7 @@ type Raft struct {
 	HeartbeatTimeout   time.Duration // default 500ms
 	ElectionTimeout    time.Duration // default 500ms
 	LeaderLeaseTimeout time.Duration // default 250ms
-	CommitTimeout      time.Duration // default 5ms
+	CommitTimeout      time.Duration // default 50ms: idle followers learn the commit index this often
 	SnapshotThreshold  uint64        // default 8192
 	SnapshotInterval   time.Duration // default 30s
 	TrailingLogs       uint64        // default 10240
@@ -82,7 +82,7 @@ func Default() Config {
 			HeartbeatTimeout:   500 * time.Millisecond,
 			ElectionTimeout:    500 * time.Millisecond,
 			LeaderLeaseTimeout: 250 * time.Millisecond,
-			CommitTimeout:      5 * time.Millisecond,
+			CommitTimeout:      50 * time.Millisecond,
 			SnapshotThreshold:  8192,
 			SnapshotInterval:   30 * time.Second,
 			TrailingLogs:       10240,
@@ -414,7 +414,7 @@ var settings = []setting{
 	{"raft.heartbeat-timeout", "raft-heartbeat-timeout", "Raft heartbeat timeout", func(c *Config) any { return &c.Raft.HeartbeatTimeout }},
 	{"raft.election-timeout", "raft-election-timeout", "Raft election timeout; at least the heartbeat timeout", func(c *Config) any { return &c.Raft.ElectionTimeout }},
 	{"raft.leader-lease-timeout", "raft-leader-lease-timeout", "Raft leader lease; at most the heartbeat timeout", func(c *Config) any { return &c.Raft.LeaderLeaseTimeout }},
-	{"raft.commit-timeout", "raft-commit-timeout", "Raft commit timeout", func(c *Config) any { return &c.Raft.CommitTimeout }},
+	{"raft.commit-timeout", "raft-commit-timeout", "how often an idle leader sends followers the commit index (each shard, each follower)", func(c *Config) any { return &c.Raft.CommitTimeout }},
 	{"raft.snapshot-threshold", "raft-snapshot-threshold", "log entries since the last snapshot that trigger a new one", func(c *Config) any { return &c.Raft.SnapshotThreshold }},
 	{"raft.snapshot-interval", "raft-snapshot-interval", "how often to check whether to snapshot", func(c *Config) any { return &c.Raft.SnapshotInterval }},
 	{"raft.trailing-logs", "raft-trailing-logs", "log entries kept after a snapshot", func(c *Config) any { return &c.Raft.TrailingLogs }},
