@@ -50,7 +50,7 @@ type Config struct {
 	Listen     string        // default "127.0.0.1:7071"; gRPC for clients, admin and Raft
 	HTTP       string        // default "127.0.0.1:7081"; health and metrics; "" disables
 	Peers      []Peer        // default [{NodeID, Listen}], a single-node cluster; sorted by ID
-	Shards     int           // default 16; fixed at cluster creation
+	Shards     int           // fixed at cluster creation; 0: as recorded, or one per node for a new cluster
 	SessionTTL time.Duration // default 1h; exactly-once sessions expire by log time
 	// IdleTimeout evicts objects unused this long from memory (storage stays);
 	// negative disables idle eviction. Default 5m.
@@ -72,7 +72,7 @@ func Default() Config {
 		DataDir:     "./data",
 		Listen:      "127.0.0.1:7071",
 		HTTP:        "127.0.0.1:7081",
-		Shards:      16,
+		Shards:      0,
 		SessionTTL:  time.Hour,
 		IdleTimeout: 5 * time.Minute,
 		MaxActive:   100000,
@@ -160,8 +160,8 @@ func (c Config) Validate() error {
 
 	errs = append(errs, c.validatePeers(listenOK)...)
 
-	if c.Shards < 1 || c.Shards > maxShards {
-		add("shards", "must be between 1 and %d, got %d", maxShards, c.Shards)
+	if c.Shards < 0 || c.Shards > maxShards {
+		add("shards", "must be between 1 and %d (or 0 for the default), got %d", maxShards, c.Shards)
 	}
 	if c.IdleTimeout == 0 {
 		add("idle-timeout", "must not be zero (negative disables idle eviction)")
@@ -405,7 +405,7 @@ var settings = []setting{
 	{"listen", "listen", "gRPC address for clients, admin and Raft (host:port)", func(c *Config) any { return &c.Listen }},
 	{"http", "http", `HTTP address for health and metrics; "" disables it`, func(c *Config) any { return &c.HTTP }},
 	{"peers", "peers", `cluster members "n1=host:port,n2=host:port" (default: this node alone, node-id=listen)`, func(c *Config) any { return &c.Peers }},
-	{"shards", "shards", "number of shards; fixed when the cluster is created", func(c *Config) any { return &c.Shards }},
+	{"shards", "shards", "number of shards, fixed when the cluster is created; 0: what the data dir recorded, or one per node for a new cluster", func(c *Config) any { return &c.Shards }},
 	{"session-ttl", "session-ttl", "expiry of exactly-once sessions, measured in log time", func(c *Config) any { return &c.SessionTTL }},
 	{"idle-timeout", "idle-timeout", "evict objects idle this long from memory (storage stays); negative: never", func(c *Config) any { return &c.IdleTimeout }},
 	{"max-active", "max-active", "most objects in memory on this node; least recently used idle ones are evicted", func(c *Config) any { return &c.MaxActive }},

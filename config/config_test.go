@@ -162,7 +162,7 @@ func TestLoadPrecedence(t *testing.T) {
 				if c.Listen != "127.0.0.1:7100" || c.Limits.MaxKeyBytes != 100 {
 					t.Errorf("Listen, MaxKeyBytes = %q, %d; want the file's", c.Listen, c.Limits.MaxKeyBytes)
 				}
-				if c.Raft.HeartbeatTimeout != Default().Raft.HeartbeatTimeout || c.Shards != 16 {
+				if c.Raft.HeartbeatTimeout != Default().Raft.HeartbeatTimeout || c.Shards != 0 {
 					t.Errorf("defaults lost: %+v", c)
 				}
 				want := []Peer{{ID: tt.wantNode, Addr: "127.0.0.1:7100"}}
@@ -293,8 +293,8 @@ func TestLoadErrors(t *testing.T) {
 		},
 		{
 			name:  "invalid after loading",
-			args:  []string{"--shards=0", "--log-level=loud"},
-			wants: []string{"config: shards: must be between 1 and 4096, got 0", "config: log-level:"},
+			args:  []string{"--shards=-1", "--log-level=loud"},
+			wants: []string{"config: shards: must be between 1 and 4096 (or 0 for the default), got -1", "config: log-level:"},
 		},
 		{
 			name:  "unknown flag",
@@ -409,7 +409,8 @@ func TestValidate(t *testing.T) {
 		{"peers bad addr", func(c *Config) { c.Peers = append(c.Peers, Peer{"n2", "nowhere"}) }, "config: peers:"},
 		{"peers bad id", func(c *Config) { c.Peers = append(c.Peers, Peer{"", "127.0.0.1:7072"}) }, "config: peers:"},
 		{"peers wildcard in cluster", func(c *Config) { c.Peers = append(c.Peers, Peer{"n2", "0.0.0.0:7072"}) }, "config: peers:"},
-		{"shards 0", func(c *Config) { c.Shards = 0 }, "config: shards: must be between 1 and 4096, got 0"},
+		{"shards negative", func(c *Config) { c.Shards = -1 }, "config: shards: must be between 1 and 4096 (or 0 for the default), got -1"},
+		{"shards 0 means the default", func(c *Config) { c.Shards = 0 }, ""},
 		{"shards too many", func(c *Config) { c.Shards = 4097 }, "config: shards:"},
 		{"shards max", func(c *Config) { c.Shards = 4096 }, ""},
 		{"session-ttl 0", func(c *Config) { c.SessionTTL = 0 }, "config: session-ttl:"},
@@ -417,7 +418,7 @@ func TestValidate(t *testing.T) {
 		{"log-format", func(c *Config) { c.LogFormat = "xml" }, "config: log-format:"},
 		{"heartbeat 0", func(c *Config) { c.Raft.HeartbeatTimeout = 0 }, "config: raft.heartbeat-timeout:"},
 		{"election 0", func(c *Config) { c.Raft.ElectionTimeout = 0 }, "config: raft.election-timeout:"},
-		{"election below heartbeat", func(c *Config) { c.Raft.ElectionTimeout = 400 * time.Millisecond }, "config: raft.election-timeout:"},
+		{"election below heartbeat", func(c *Config) { c.Raft.ElectionTimeout = c.Raft.HeartbeatTimeout - time.Millisecond }, "config: raft.election-timeout:"},
 		{"lease 0", func(c *Config) { c.Raft.LeaderLeaseTimeout = 0 }, "config: raft.leader-lease-timeout:"},
 		{"lease above heartbeat", func(c *Config) { c.Raft.LeaderLeaseTimeout = time.Second }, "config: raft.leader-lease-timeout:"},
 		{"commit 0", func(c *Config) { c.Raft.CommitTimeout = 0 }, "config: raft.commit-timeout:"},
@@ -451,7 +452,7 @@ func TestValidate(t *testing.T) {
 
 func TestValidateReportsAll(t *testing.T) {
 	c := Default()
-	c.Shards = 0
+	c.Shards = -1
 	c.LogFormat = "xml"
 	c.Limits.MaxKeyBytes = 0
 	err := c.Validate()

@@ -113,9 +113,11 @@ func Start(ctx context.Context, cfg config.Config, reg *duro.Registry, log *slog
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	if err := checkClusterFile(cfg); err != nil {
+	shards, err := checkClusterFile(cfg)
+	if err != nil {
 		return nil, err
 	}
+	cfg.Shards = shards
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
@@ -174,28 +176,36 @@ func Start(ctx context.Context, cfg config.Config, reg *duro.Registry, log *slog
 }
 
 // checkClusterFile records the cluster shape on first start and refuses to
-// start with a different shard count: shards are fixed at creation.
-func checkClusterFile(cfg config.Config) error {
+// start with a different shard count: shards are fixed at creation. It
+// returns the shard count to run with: an unset (0) count is the recorded
+// one, or for a new cluster one shard per node. Fewer, fuller Raft groups
+// make each fsync and RPC carry more calls, and every group costs its
+// heartbeats even when idle; one per node lets each node lead one.
+func checkClusterFile(cfg config.Config) (int, error) {
 	path := cfg.DataDir + "/cluster.json"
 	type shape struct {
 		Shards int `json:"shards"`
 	}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		b, _ = json.Marshal(shape{Shards: cfg.Shards})
-		return os.WriteFile(path, b, 0o600)
+		shards := cfg.Shards
+		if shards == 0 {
+			shards = max(len(cfg.Peers), 1)
+		}
+		b, _ = json.Marshal(shape{Shards: shards})
+		return shards, os.WriteFile(path, b, 0o600)
 	}
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var s shape
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+	if err := json.Unmarshal(b, &s); err != nil || s.Shards < 1 {
+		return 0, fmt.Errorf("%s: not a cluster shape (%v)", path, err)
 	}
-	if s.Shards != cfg.Shards {
-		return fmt.Errorf("config: shards: the data in %s was created with %d shards, got %d (shards are fixed at cluster creation)", cfg.DataDir, s.Shards, cfg.Shards)
+	if cfg.Shards != 0 && s.Shards != cfg.Shards {
+		return 0, fmt.Errorf("config: shards: the data in %s was created with %d shards, got %d (shards are fixed at cluster creation)", cfg.DataDir, s.Shards, cfg.Shards)
 	}
-	return nil
+	return s.Shards, nil
 }
 
 func (n *Node) httpHandler() http.Handler {

@@ -105,12 +105,31 @@ func TestGateway(t *testing.T) {
 func TestShardCountFixedAtCreation(t *testing.T) {
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
-	if err := checkClusterFile(cfg); err != nil {
-		t.Fatal(err)
+	cfg.Shards = 16
+	if n, err := checkClusterFile(cfg); err != nil || n != 16 {
+		t.Fatalf("first start with 16 shards: %d, %v", n, err)
 	}
 	cfg.Shards = 8
-	err := checkClusterFile(cfg)
+	_, err := checkClusterFile(cfg)
 	if err == nil || !strings.Contains(err.Error(), "shards") {
 		t.Fatalf("reopening with another shard count: err = %v, want an error naming shards", err)
+	}
+	// Started again without --shards, a node keeps the recorded count.
+	cfg.Shards = 0
+	if n, err := checkClusterFile(cfg); err != nil || n != 16 {
+		t.Fatalf("restart without a shard count: %d, %v; want the recorded 16", n, err)
+	}
+}
+
+func TestShardCountDefaultsToOnePerNode(t *testing.T) {
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.Peers = []config.Peer{{ID: "n1", Addr: "127.0.0.1:1"}, {ID: "n2", Addr: "127.0.0.1:2"}, {ID: "n3", Addr: "127.0.0.1:3"}}
+	if n, err := checkClusterFile(cfg); err != nil || n != 3 {
+		t.Fatalf("new 3-node cluster: %d shards, %v; want 3", n, err)
+	}
+	cfg.Peers = cfg.Peers[:1]
+	if n, err := checkClusterFile(cfg); err != nil || n != 3 {
+		t.Fatalf("restart: %d shards, %v; want the recorded 3", n, err)
 	}
 }
