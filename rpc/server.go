@@ -81,6 +81,14 @@ func toRequest(r *pb.CallRequest) (*shard.Request, *duro.Error) {
 	}
 	req := &shard.Request{Namespace: r.Namespace, Method: r.Method, Arg: r.Arg, Seq: r.Seq, AckedBelow: r.AckedBelow}
 	copy(req.Object[:], r.ObjectId)
+	for _, h := range r.CallChain {
+		if len(h.ObjectId) != duro.IDLen {
+			return nil, duro.Errorf(duro.CodeInvalidArgument, "call chain: object id must be %d bytes, got %d", duro.IDLen, len(h.ObjectId))
+		}
+		hop := duro.Hop{Namespace: h.Namespace}
+		copy(hop.ID[:], h.ObjectId)
+		req.Chain = append(req.Chain, hop)
+	}
 	switch len(r.ClientId) {
 	case 0:
 	case len(req.Client):
@@ -188,6 +196,12 @@ func (s *Server) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusRes
 					ss.Voters = append(ss.Voters, string(srv.ID))
 				}
 			}
+		}
+		as := sh.AlarmStats()
+		ss.AlarmsFired, ss.AlarmFailures = as.Fired, as.Failures
+		for _, f := range as.Failed {
+			ss.FailedAlarms = append(ss.FailedAlarms, &pb.FailedAlarm{Namespace: f.Namespace, ObjectId: f.Object[:],
+				AtUnixMs: f.At.UnixMilli(), Attempts: int32(f.Attempts), Error: f.Err})
 		}
 		if r.Hashes {
 			applied, sum, err := sh.Machine().Hash()

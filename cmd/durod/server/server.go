@@ -211,6 +211,26 @@ func (n *Node) httpHandler() http.Handler {
 		return float64(c)
 	})
 	reg.MustRegister(leaders)
+	alarmStats := func(f func(shard.AlarmStats) float64) func() float64 {
+		return func() float64 {
+			t := 0.0
+			for _, s := range n.host.Shards() {
+				t += f(s.AlarmStats())
+			}
+			return t
+		}
+	}
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "duro_alarms_fired_total",
+			Help: "Alarm handlers this node ran and committed while leading their shard."},
+			alarmStats(func(a shard.AlarmStats) float64 { return float64(a.Fired) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "duro_alarm_failures_total",
+			Help: "Failed alarm handler attempts on this node (each retry counts)."},
+			alarmStats(func(a shard.AlarmStats) float64 { return float64(a.Failures) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "duro_alarms_failed",
+			Help: "Alarms this node gave up on after every retry failed; they stay set (see duroctl status)."},
+			alarmStats(func(a shard.AlarmStats) float64 { return float64(len(a.Failed)) })),
+	)
 	mux := http.NewServeMux()
 	if n.gw != nil {
 		mux.Handle("/v1/", &gateway{c: n.gw, timeout: 30 * time.Second})
