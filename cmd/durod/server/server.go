@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -105,6 +106,9 @@ type Node struct {
 	srv   *rpc.Server
 	http  *http.Server
 	gw    *client.Client
+	// calls routes calls between objects (duro.Context.Stub) through the
+	// SDK, to whichever node leads the callee; set once serving started.
+	calls atomic.Pointer[client.Client]
 	errCh chan error
 }
 
@@ -136,6 +140,7 @@ func Start(ctx context.Context, cfg config.Config, reg *duro.Registry, log *slog
 				SnapshotInterval: rt.SnapshotInterval, TrailingLogs: rt.TrailingLogs, MaxAppendEntries: rt.MaxAppendEntries},
 			Registry: reg, Limits: shard.Limits{MaxKeyBytes: cfg.Limits.MaxKeyBytes, MaxValueBytes: cfg.Limits.MaxValueBytes},
 			SessionTTL: cfg.SessionTTL, IdleTimeout: cfg.IdleTimeout, Logger: log,
+			Caller: n.callObject,
 		},
 		DataDir: cfg.DataDir, Shards: cfg.Shards, MaxActive: cfg.MaxActive,
 		Transport: func(id shard.ID) (raft.Transport, error) {
@@ -150,6 +155,14 @@ func Start(ctx context.Context, cfg config.Config, reg *duro.Registry, log *slog
 	go func() { n.errCh <- n.mux.Serve() }()
 	go func() { n.errCh <- n.srv.Serve(n.mux.GRPC()) }()
 	n.srv.SetServing(true)
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	cc, err := client.Dial(dctx, []string{self})
+	cancel()
+	if err != nil {
+		n.Close(ctx)
+		return nil, fmt.Errorf("client for calls between objects: %w", err)
+	}
+	n.calls.Store(cc)
 	if cfg.HTTP != "" {
 		// The gateway calls through the SDK, dialled to this node; routing
 		// takes calls on to shard leaders.
@@ -253,6 +266,15 @@ func (n *Node) httpHandler() http.Handler {
 	return mux
 }
 
+// callObject is the node's shard.Settings.Caller.
+func (n *Node) callObject(ctx context.Context, ns string, id duro.ID, method string, arg []byte) ([]byte, error) {
+	c := n.calls.Load()
+	if c == nil {
+		return nil, &duro.Error{Code: duro.CodeUnavailable, Retryable: true, Message: "node still starting: calls between objects not ready"}
+	}
+	return c.Namespace(ns).Get(id).CallRaw(ctx, method, arg)
+}
+
 // Close shuts the node down in order: stop serving health, hand off
 // leaderships, stop gRPC (finishing calls), stop the listener, shut down Raft
 // and close the stores.
@@ -263,6 +285,9 @@ func (n *Node) Close(ctx context.Context) error {
 	}
 	if n.gw != nil {
 		n.gw.Close()
+	}
+	if cc := n.calls.Load(); cc != nil {
+		cc.Close()
 	}
 	n.host.TransferLeaderships(ctx)
 	n.srv.Stop(ctx)
