@@ -99,13 +99,13 @@ func failpointsFromEnv(lookupEnv func(string) (string, bool)) rpc.Failpoints {
 
 // Node is a running duro node.
 type Node struct {
-	cfg   config.Config
-	log   *slog.Logger
-	mux   *rpc.Mux
-	host  *shard.Host
-	srv   *rpc.Server
-	http  *http.Server
-	gw    *client.Client
+	cfg  config.Config
+	log  *slog.Logger
+	mux  *rpc.Mux
+	host *shard.Host
+	srv  *rpc.Server
+	http *http.Server
+	gw   *client.Client
 	// calls routes calls between objects (duro.Context.Stub) through the
 	// SDK, to whichever node leads the callee; set once serving started.
 	calls atomic.Pointer[client.Client]
