@@ -200,8 +200,12 @@ func jsonEqual(t *testing.T, a, b string) bool {
 
 func TestClasses(t *testing.T) {
 	cs := Classes()
-	if len(cs) != 2 || cs[0].Name() != "counter" || cs[1].Name() != "kv" {
-		t.Fatalf("Classes() = %v", cs)
+	var names []string
+	for _, c := range cs {
+		names = append(names, c.Name())
+	}
+	if got := strings.Join(names, ","); got != "counter,kv,lock" {
+		t.Fatalf("Classes() = %s", got)
 	}
 	duro.NewRegistry(Classes()...) // panics on duplicate namespaces
 	if got := strings.Join(cs[1].Methods(), ","); got != "Append,CAS,Delete,Get,List,Put" {

@@ -1,11 +1,14 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -166,6 +169,81 @@ func TestCallsBetweenObjects(t *testing.T) {
 		var n int
 		if err := ns.Get(ns.IDFromName(name)).Call(ctx, "Count", nil, &n); err != nil || n != 1 {
 			t.Fatalf("%s after cycles: count %d, %v; want 1", name, n, err)
+		}
+	}
+}
+
+// postJSON posts body to the node's gateway and decodes the JSON reply.
+func postJSON(t *testing.T, n *Node, path string, body any, out any) int {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	resp, err := http.Post("http://"+n.cfg.HTTP+path, "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("POST %s: %d %s: %v", path, resp.StatusCode, raw, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+func TestLockLeaseExpiresByAlarm(t *testing.T) {
+	n := startNode(t)
+	const p = "/v1/ns/lock/objects/L/"
+	var acq map[string]any
+	if st := postJSON(t, n, p+"Acquire", map[string]any{"owner": "alice", "ttl_ms": 300}, &acq); st != 200 ||
+		acq["ok"] != true || acq["owner"] != "alice" || acq["token"].(float64) < 1 {
+		t.Fatalf("Acquire alice: %d %v", st, acq)
+	}
+	first := acq["token"].(float64)
+	// Exact shapes: a refused Acquire names the holder.
+	if postJSON(t, n, p+"Acquire", map[string]any{"owner": "bob", "ttl_ms": 300}, &acq); acq["ok"] != false || acq["owner"] != "alice" || len(acq) != 3 {
+		t.Fatalf("Acquire bob while alice holds: %v", acq)
+	}
+	var ok map[string]any
+	if postJSON(t, n, p+"Renew", map[string]any{"owner": "alice", "token": first + 1, "ttl_ms": 300}, &ok); ok["ok"] != false || len(ok) != 1 {
+		t.Fatalf("Renew with a wrong token: %v", ok)
+	}
+	if postJSON(t, n, p+"Release", map[string]any{"owner": "bob", "token": first}, &ok); ok["ok"] != false {
+		t.Fatalf("Release by a non-holder: %v", ok)
+	}
+	// Nobody calls the lock now: only its alarm can clear the lease. Holder
+	// reports the stored lease without judging its expiry.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var h map[string]any
+		postJSON(t, n, p+"Holder", nil, &h)
+		if h["owner"] == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lease not cleared by its alarm: %v", h)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if postJSON(t, n, p+"Acquire", map[string]any{"owner": "bob", "ttl_ms": 60000}, &acq); acq["ok"] != true || acq["owner"] != "bob" || acq["token"].(float64) <= first {
+		t.Fatalf("Acquire bob after expiry: %v, want a token above %v", acq, first)
+	}
+	second := acq["token"].(float64)
+	if postJSON(t, n, p+"Release", map[string]any{"owner": "alice", "token": first}, &ok); ok["ok"] != false {
+		t.Fatalf("the expired holder released the lock: %v", ok)
+	}
+	if postJSON(t, n, p+"Renew", map[string]any{"owner": "bob", "token": second, "ttl_ms": 60000}, &ok); ok["ok"] != true {
+		t.Fatalf("Renew by the holder: %v", ok)
+	}
+	if postJSON(t, n, p+"Release", map[string]any{"owner": "bob", "token": second}, &ok); ok["ok"] != true {
+		t.Fatalf("Release by the holder: %v", ok)
+	}
+	if postJSON(t, n, p+"Acquire", map[string]any{"owner": "carol", "ttl_ms": 1000}, &acq); acq["ok"] != true || acq["token"].(float64) <= second {
+		t.Fatalf("Acquire after release: %v, want a token above %v", acq, second)
+	}
+	for _, bad := range []map[string]any{{"owner": "", "ttl_ms": 10}, {"owner": "x", "ttl_ms": 0}, {"owner": "x", "ttl_ms": -5}} {
+		if st := postJSON(t, n, p+"Acquire", bad, nil); st != 400 {
+			t.Fatalf("Acquire %v: status %d, want 400", bad, st)
 		}
 	}
 }
