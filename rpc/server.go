@@ -37,6 +37,9 @@ type ServerConfig struct {
 	Host       *shard.Host
 	Logger     *slog.Logger
 	Failpoints Failpoints
+	// Follow serves Objects.Follow (see pb.FollowRequest): it calls send for
+	// each entry in order until ctx ends. nil: Follow is unimplemented.
+	Follow func(ctx context.Context, ns string, id duro.ID, from uint64, send func(index uint64, msg []byte) error) error
 }
 
 // Server is a node's gRPC server: Objects, Admin and health.
@@ -174,6 +177,28 @@ func (s *Server) CallStream(stream pb.Objects_CallStreamServer) error {
 			send(&pb.CallResponse{Tag: tag, Reply: res.Reply, Error: toPBError(res.Err)})
 		})
 	}
+}
+
+// Follow streams an ordered log object's entries as they commit.
+func (s *Server) Follow(r *pb.FollowRequest, stream pb.Objects_FollowServer) error {
+	if s.cfg.Follow == nil {
+		return status.Error(codes.Unimplemented, "follow is not served by this node")
+	}
+	if len(r.ObjectId) != duro.IDLen {
+		return status.Errorf(codes.InvalidArgument, "object id must be %d bytes, got %d", duro.IDLen, len(r.ObjectId))
+	}
+	var id duro.ID
+	copy(id[:], r.ObjectId)
+	if !id.Valid(r.Namespace) {
+		return status.Errorf(codes.InvalidArgument, "object id %s does not belong to namespace %q", id, r.Namespace)
+	}
+	err := s.cfg.Follow(stream.Context(), r.Namespace, id, r.From, func(index uint64, msg []byte) error {
+		return stream.Send(&pb.FollowEvent{Index: index, Message: msg})
+	})
+	if e, ok := err.(*duro.Error); ok {
+		return status.Error(codes.Code(e.Code), e.Message)
+	}
+	return err
 }
 
 // Status reports the node's view of every shard.

@@ -92,6 +92,7 @@ type Shard struct {
 
 	alarms     alarmStats
 	alarmNudge chan struct{} // see nudgeAlarms
+	watch      watchHub      // see watch.go
 
 	stop chan struct{}
 	down chan struct{} // closed once raft has shut down
@@ -336,9 +337,13 @@ func (s *Shard) applyError(f raft.Future) error {
 // raftFSM adapts the shard's fsm.Machine to raft.BatchingFSM.
 type raftFSM Shard
 
-func (f *raftFSM) Apply(l *raft.Log) any { return f.machine.ApplyBatch([]*raft.Log{l})[0] }
+func (f *raftFSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 
-func (f *raftFSM) ApplyBatch(logs []*raft.Log) []any { return f.machine.ApplyBatch(logs) }
+func (f *raftFSM) ApplyBatch(logs []*raft.Log) []any {
+	out := f.machine.ApplyBatch(logs)
+	f.watch.applied(out)
+	return out
+}
 
 func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
 	snap, err := f.machine.Snapshot()

@@ -15,9 +15,9 @@ const (
 )
 
 // Classes returns freshly built copies of the built-in classes, in namespace
-// order: counter, kv, lock.
+// order: counter, kv, lock, room.
 func Classes() []*duro.Class {
-	return []*duro.Class{newCounterClass(), newKVClass(), newLockClass()}
+	return []*duro.Class{newCounterClass(), newKVClass(), newLockClass(), newRoomClass()}
 }
 
 // invalid returns an error wrapping duro.ErrInvalidArgument.

@@ -204,7 +204,7 @@ func TestClasses(t *testing.T) {
 	for _, c := range cs {
 		names = append(names, c.Name())
 	}
-	if got := strings.Join(names, ","); got != "counter,kv,lock" {
+	if got := strings.Join(names, ","); got != "counter,kv,lock,room" {
 		t.Fatalf("Classes() = %s", got)
 	}
 	duro.NewRegistry(Classes()...) // panics on duplicate namespaces

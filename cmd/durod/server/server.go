@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -151,7 +152,10 @@ func Start(ctx context.Context, cfg config.Config, reg *duro.Registry, log *slog
 		ln.Close()
 		return nil, err
 	}
-	n.srv = rpc.NewServer(rpc.ServerConfig{NodeID: cfg.NodeID, Addr: self, Peers: peers, Host: n.host, Logger: log, Failpoints: fp})
+	n.srv = rpc.NewServer(rpc.ServerConfig{NodeID: cfg.NodeID, Addr: self, Peers: peers, Host: n.host, Logger: log, Failpoints: fp,
+		Follow: func(ctx context.Context, ns string, id duro.ID, from uint64, send func(uint64, []byte) error) error {
+			return n.follow(ctx, ns, id, from, func(i uint64, m json.RawMessage) error { return send(i, m) }, nil)
+		}})
 	go func() { n.errCh <- n.mux.Serve() }()
 	go func() { n.errCh <- n.srv.Serve(n.mux.GRPC()) }()
 	n.srv.SetServing(true)
@@ -246,7 +250,11 @@ func (n *Node) httpHandler() http.Handler {
 	)
 	mux := http.NewServeMux()
 	if n.gw != nil {
-		mux.Handle("/v1/", &gateway{c: n.gw, timeout: 30 * time.Second})
+		mux.Handle("/v1/", &gateway{c: n.gw, timeout: 30 * time.Second, follow: n.follow})
+		// A short address for the chat page of room {name}.
+		mux.HandleFunc("GET /chat/{room}", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "/v1/ns/room/objects/"+url.PathEscape(r.PathValue("room"))+"/http/", http.StatusFound)
+		})
 	}
 	// Profiles, for finding where time goes before optimising.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
