@@ -208,7 +208,7 @@ func TestClasses(t *testing.T) {
 		t.Fatalf("Classes() = %s", got)
 	}
 	duro.NewRegistry(Classes()...) // panics on duplicate namespaces
-	if got := strings.Join(cs[1].Methods(), ","); got != "Append,CAS,Delete,Get,List,Put" {
+	if got := strings.Join(cs[1].Methods(), ","); got != "Append,CAS,Delete,DeleteAlarm,Get,GetAlarm,List,Put,SetAlarm" {
 		t.Fatalf("kv methods = %s", got)
 	}
 }
