@@ -106,9 +106,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return nil
 		},
 	}
-	root.AddCommand(status, call, benchCmd(ctx, eps, func() bool {
+	endpointsSet := func() bool {
 		return root.PersistentFlags().Changed("endpoints") || os.Getenv("DURO_ENDPOINTS") != ""
-	}, stdout, stderr))
+	}
+	root.AddCommand(status, call, benchCmd(ctx, eps, endpointsSet, stdout, stderr),
+		lifecycleCmd(ctx, eps, endpointsSet, stdout, stderr))
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
