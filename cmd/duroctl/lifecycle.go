@@ -46,25 +46,11 @@ func lifecycleCmd(ctx context.Context, endpoints func() []string, endpointsSet f
 			"a local 3-node cluster.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			eps := endpoints()
-			if !endpointsSet() {
-				stop, local, err := startLocalCluster(ctx, "", stderr)
-				if err != nil {
-					return err
-				}
-				defer stop()
-				eps = local
-			}
-			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			c, err := client.Dial(dctx, eps)
-			cancel()
+			c, stop, err := connect(ctx, endpoints(), !endpointsSet(), "", stderr)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			if err := waitReady(ctx, c); err != nil {
-				return err
-			}
+			defer stop()
 			r, err := measureLifecycle(ctx, c, alarms, objects, callers, delay, spread, stderr)
 			if err != nil {
 				return err
