@@ -17,12 +17,12 @@ import (
 
 // lifecycleResult is what bench-lifecycle measures.
 type lifecycleResult struct {
-	Alarms        int     `json:"alarms"`
-	AlarmsFired   int     `json:"alarms_fired"`
-	AlarmsEarly   int     `json:"alarms_early"` // fired before their time: must be 0
+	Alarms      int `json:"alarms"`
+	AlarmsFired int `json:"alarms_fired"`
+	AlarmsEarly int `json:"alarms_early"` // fired before their time: must be 0
 	// AlarmsLateSet were acknowledged only after they were due (the
 	// cluster was slower than --delay); they are left out of the lateness.
-	AlarmsLateSet int `json:"alarms_set_after_due"`
+	AlarmsLateSet int     `json:"alarms_set_after_due"`
 	LatenessP50ms float64 `json:"alarm_lateness_p50_ms"`
 	LatenessP99ms float64 `json:"alarm_lateness_p99_ms"`
 	LatenessMaxms float64 `json:"alarm_lateness_max_ms"`
