@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/duro-io/duro"
 	"github.com/duro-io/duro/shard"
@@ -28,13 +29,14 @@ func BenchmarkActivation(b *testing.B) {
 		}
 	}
 	var ids []duro.ID
+	run := time.Now().UnixNano() // fresh names on every run, even with -count
 	b.Run("cold", func(b *testing.B) {
 		var m0, m1 runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&m0)
 		before := h.ActiveObjects()
 		for i := 0; b.Loop(); i++ {
-			id := c.ObjectIn(shardtest.MemNamespace, 0, fmt.Sprintf("act-%d-%d", b.N, i))
+			id := c.ObjectIn(shardtest.MemNamespace, 0, fmt.Sprintf("act-%d-%d", run, i))
 			ids = append(ids, id)
 			call(b, id)
 		}
