@@ -147,11 +147,18 @@ func (s *Shard) runAlarms(ctx context.Context) {
 				wake = t
 			}
 		}
+		// Due alarms that are running or given up are passed over without
+		// counting toward the scan limit, so they cannot starve later ones.
 		var due []fsm.AlarmEntry
+		seen := map[duro.ID]bool{}
 		err := s.machine.Alarms(func(e fsm.AlarmEntry) bool {
 			if e.At > now.UnixNano() {
 				earlier(time.Unix(0, e.At))
 				return false
+			}
+			seen[e.Object] = true
+			if tr := tries[e.Object]; tr != nil && tr.at == e.At && (tr.running || tr.gaveUp) {
+				return true
 			}
 			due = append(due, e)
 			return len(due) < alarmScanLimit
@@ -160,9 +167,7 @@ func (s *Shard) runAlarms(ctx context.Context) {
 			s.log.Error("reading alarms", "err", err)
 			earlier(now.Add(time.Second))
 		}
-		seen := make(map[duro.ID]bool, len(due))
 		for _, e := range due {
-			seen[e.Object] = true
 			tr := tries[e.Object]
 			if tr != nil && tr.at != e.At && !tr.running {
 				tr = nil // the alarm was moved: a new delivery
@@ -185,7 +190,7 @@ func (s *Shard) runAlarms(ctx context.Context) {
 			running++
 			s.fireAlarm(ctx, e, tr.failures, results)
 		}
-		if len(due) < alarmScanLimit {
+		if len(due) < alarmScanLimit && err == nil {
 			for id, tr := range tries {
 				if !seen[id] && !tr.running {
 					delete(tries, id)
