@@ -8,10 +8,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/duro-io/duro"
+	"github.com/duro-io/duro/client"
 	"github.com/duro-io/duro/rpc/pb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -184,5 +186,52 @@ func TestGatewayStatusRules(t *testing.T) {
 			body.Error != tc.err.Message || body.Retryable != tc.err.Retryable || w.Header().Get("Content-Type") != "application/json" {
 			t.Errorf("%+v: %d Retry-After=%q %s; want %d, Retry-After %v", tc.err, w.Code, w.Header().Get("Retry-After"), w.Body, tc.status, tc.retryAfter)
 		}
+	}
+}
+
+// With its peers gone, a node cannot serve a call. A gateway whose client
+// does not retry gets the node's definite "not leader" and answers 503 with
+// Retry-After. (The node's own gateway retries until its timeout; the
+// attempt in flight then may have been applied, so it answers 504.)
+func TestGatewayUnavailableWithoutQuorum(t *testing.T) {
+	nodes := startNodes(t, 3)
+	n := nodes[0]
+	var wg sync.WaitGroup
+	for _, other := range nodes[1:] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			other.Close(ctx)
+		}()
+	}
+	wg.Wait()
+	// Wait until the node knows it leads nothing.
+	deadline := time.Now().Add(20 * time.Second)
+	for n.host.Shards()[duro.ShardOf(duro.IDFromName("counter", "q"), 4)].IsLeader() {
+		if time.Now().After(deadline) {
+			t.Fatal("node still leads with its peers gone")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, []string{n.cfg.Listen}, client.WithoutRetries())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	srv := httptest.NewServer(&gateway{c: c, timeout: 5 * time.Second, follow: n.follow})
+	defer srv.Close()
+	resp, err := http.Post(srv.URL+"/v1/ns/counter/objects/q/Get", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body gatewayError
+	json.NewDecoder(resp.Body).Decode(&body)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !body.Retryable {
+		t.Fatalf("read without quorum: %d Retry-After=%q %+v; want 503 with Retry-After, retryable", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
 }
