@@ -48,6 +48,17 @@ type Storage interface {
 	// undone and the error is returned. The whole call is atomic anyway;
 	// Transaction gives all-or-nothing for a part of it.
 	Transaction(fn func(Storage) error) error
+
+	// GetAlarm returns the time of the object's alarm, if one is set. Inside
+	// the Alarm handler the alarm that fired is already cleared.
+	GetAlarm() (Time, bool, error)
+	// SetAlarm sets the object's one alarm to t, replacing any other. When
+	// it is due the object's Alarm handler runs (the instance must implement
+	// Alarmer, or SetAlarm fails with ErrInvalidArgument). The alarm changes
+	// with the call's other writes. DeleteAll leaves the alarm alone.
+	SetAlarm(t Time) error
+	// DeleteAlarm removes the object's alarm, if any.
+	DeleteAlarm() error
 }
 
 // Context is what a method receives: the call's context.Context (deadline,
@@ -60,4 +71,7 @@ type Context interface {
 	// Now is the time of the call, taken from the node's clock when the call
 	// started. It is recorded in the log entry, so replicas agree on it.
 	Now() Time
+	// Stub returns a handle for calling object id of namespace ns from this
+	// call (see Stub).
+	Stub(ns string, id ID) Stub
 }

@@ -63,6 +63,11 @@ func (s *Stub) do(ctx context.Context, seq uint64, sc *stubCall, method string, 
 	shard := duro.ShardOf(s.id, max(c.shards, 1))
 
 	req := &pb.CallRequest{Namespace: s.ns, ObjectId: s.id[:], Method: method, Arg: arg, ClientId: c.id[:], Seq: seq}
+	// A call made from inside an object's method carries the chain of
+	// waiting objects, so the server can refuse a cycle.
+	for _, h := range duro.CallChain(ctx) {
+		req.CallChain = append(req.CallChain, &pb.CallHop{Namespace: h.Namespace, ObjectId: append([]byte(nil), h.ID[:]...)})
+	}
 	maybeRan := false
 	for attempt := 0; ; attempt++ {
 		addr := c.route(shard)

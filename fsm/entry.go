@@ -48,6 +48,7 @@ type Call struct {
 	Reply       []byte
 	ClearAll    bool // DeleteAll before Ops
 	Ops         []Op
+	Alarm       AlarmChange // optional trailing field (alarm.go)
 }
 
 // Activate is the first entry a new shard leader commits.
@@ -87,7 +88,7 @@ func EncodeCall(c *Call) []byte {
 			b = appendBytes(b, op.Value)
 		}
 	}
-	return b
+	return appendCallFields(b, c)
 }
 
 // EncodeActivate encodes a.
@@ -145,6 +146,7 @@ func Decode(data []byte) (any, error) {
 			}
 			c.Ops = append(c.Ops, op)
 		}
+		decodeCallFields(&d, c)
 		return c, d.end()
 	case TypeActivate:
 		a := &Activate{Node: string(d.bytes()), Term: d.uvarint(), Time: d.varint()}

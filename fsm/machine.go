@@ -53,6 +53,8 @@ type Result struct {
 	Index  uint64
 	// Epoch is set for Activate entries: the new epoch (the entry's index).
 	Epoch uint64
+	// Object is set for applied Call entries: the object written.
+	Object duro.ID
 }
 
 // Options configure a Machine. They must be the same on every replica.
@@ -108,7 +110,7 @@ func (m *Machine) open() error {
 		return fmt.Errorf("fsm: open %s: %w", m.path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketData, bucketVersion, bucketSess, bucketClients} {
+		for _, b := range [][]byte{bucketMeta, bucketData, bucketVersion, bucketSess, bucketClients, bucketAlarm, bucketAlarmQ} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -280,6 +282,9 @@ func (m *Machine) applyCall(tx *bolt.Tx, c *Call) (*Result, error) {
 			return nil, err
 		}
 	}
+	if err := applyAlarm(tx, c); err != nil {
+		return nil, err
+	}
 	if err := vb.Put(c.Object[:], u64(ver+1)); err != nil {
 		return nil, err
 	}
@@ -288,7 +293,7 @@ func (m *Machine) applyCall(tx *bolt.Tx, c *Call) (*Result, error) {
 			return nil, err
 		}
 	}
-	return &Result{Status: Applied, Reply: c.Reply}, m.expire(tx, c.Time)
+	return &Result{Status: Applied, Reply: c.Reply, Object: c.Object}, m.expire(tx, c.Time)
 }
 
 // sessionLookup returns Duplicate and the reply if (client, seq) was applied,
@@ -583,6 +588,7 @@ func (m *Machine) Hash() (applied uint64, sum [32]byte, err error) {
 			tx.Bucket(name).ForEach(func(k, v []byte) error { h.add(k); h.add(v); return nil })
 		}
 		h.add(u64(getU64(tx.Bucket(bucketMeta), keyEpoch)))
+		hashAlarms(tx, h)
 		return nil
 	})
 	return applied, h.sum(), err

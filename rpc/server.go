@@ -37,6 +37,9 @@ type ServerConfig struct {
 	Host       *shard.Host
 	Logger     *slog.Logger
 	Failpoints Failpoints
+	// Follow serves Objects.Follow (see pb.FollowRequest): it calls send for
+	// each entry in order until ctx ends. nil: Follow is unimplemented.
+	Follow func(ctx context.Context, ns string, id duro.ID, from uint64, send func(index uint64, msg []byte) error) error
 }
 
 // Server is a node's gRPC server: Objects, Admin and health.
@@ -81,6 +84,14 @@ func toRequest(r *pb.CallRequest) (*shard.Request, *duro.Error) {
 	}
 	req := &shard.Request{Namespace: r.Namespace, Method: r.Method, Arg: r.Arg, Seq: r.Seq, AckedBelow: r.AckedBelow}
 	copy(req.Object[:], r.ObjectId)
+	for _, h := range r.CallChain {
+		if len(h.ObjectId) != duro.IDLen {
+			return nil, duro.Errorf(duro.CodeInvalidArgument, "call chain: object id must be %d bytes, got %d", duro.IDLen, len(h.ObjectId))
+		}
+		hop := duro.Hop{Namespace: h.Namespace}
+		copy(hop.ID[:], h.ObjectId)
+		req.Chain = append(req.Chain, hop)
+	}
 	switch len(r.ClientId) {
 	case 0:
 	case len(req.Client):
@@ -168,6 +179,28 @@ func (s *Server) CallStream(stream pb.Objects_CallStreamServer) error {
 	}
 }
 
+// Follow streams an ordered log object's entries as they commit.
+func (s *Server) Follow(r *pb.FollowRequest, stream pb.Objects_FollowServer) error {
+	if s.cfg.Follow == nil {
+		return status.Error(codes.Unimplemented, "follow is not served by this node")
+	}
+	if len(r.ObjectId) != duro.IDLen {
+		return status.Errorf(codes.InvalidArgument, "object id must be %d bytes, got %d", duro.IDLen, len(r.ObjectId))
+	}
+	var id duro.ID
+	copy(id[:], r.ObjectId)
+	if !id.Valid(r.Namespace) {
+		return status.Errorf(codes.InvalidArgument, "object id %s does not belong to namespace %q", id, r.Namespace)
+	}
+	err := s.cfg.Follow(stream.Context(), r.Namespace, id, r.From, func(index uint64, msg []byte) error {
+		return stream.Send(&pb.FollowEvent{Index: index, Message: msg})
+	})
+	if e, ok := err.(*duro.Error); ok {
+		return status.Error(codes.Code(e.Code), e.Message)
+	}
+	return err
+}
+
 // Status reports the node's view of every shard.
 func (s *Server) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
 	h := s.cfg.Host
@@ -188,6 +221,12 @@ func (s *Server) Status(ctx context.Context, r *pb.StatusRequest) (*pb.StatusRes
 					ss.Voters = append(ss.Voters, string(srv.ID))
 				}
 			}
+		}
+		as := sh.AlarmStats()
+		ss.AlarmsFired, ss.AlarmFailures = as.Fired, as.Failures
+		for _, f := range as.Failed {
+			ss.FailedAlarms = append(ss.FailedAlarms, &pb.FailedAlarm{Namespace: f.Namespace, ObjectId: f.Object[:],
+				AtUnixMs: f.At.UnixMilli(), Attempts: int32(f.Attempts), Error: f.Err})
 		}
 		if r.Hashes {
 			applied, sum, err := sh.Machine().Hash()

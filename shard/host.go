@@ -44,7 +44,11 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	h := &Host{cfg: cfg, log: cfg.Logger}
+	h := &Host{log: cfg.Logger}
+	if cfg.Caller == nil {
+		cfg.Caller = h.localCall
+	}
+	h.cfg = cfg
 	maxActive := cfg.MaxActive
 	if maxActive <= 0 {
 		maxActive = DefaultMaxActive
@@ -100,6 +104,10 @@ func (h *Host) Submit(ctx context.Context, req *Request, done func(Result)) {
 	}
 	if !req.Object.Valid(req.Namespace) {
 		done(Result{Err: duro.Errorf(duro.CodeInvalidArgument, "object id %s does not belong to namespace %q", req.Object, req.Namespace)})
+		return
+	}
+	if err := duro.CheckCallChain(req.Chain, duro.Hop{Namespace: req.Namespace, ID: req.Object}); err != nil {
+		done(Result{Err: duro.AsError(err)})
 		return
 	}
 	h.mu.Lock()

@@ -21,12 +21,18 @@ type Request struct {
 	Client     fsm.ClientID // zero: no exactly-once session
 	Seq        uint64
 	AckedBelow uint64
+	// Chain is the objects whose methods wait for this call (calls made
+	// from inside a method), outermost first.
+	Chain []duro.Hop
 }
 
 // Result is the outcome of a call: a reply, or an error.
 type Result struct {
 	Reply []byte
 	Err   *duro.Error
+
+	alarmSkipped bool   // an alarm turn found its alarm not due
+	alarmNS      string // set on alarm results
 }
 
 type sessKey struct {
@@ -162,6 +168,7 @@ type call struct {
 	class *duro.Class
 	fn    duro.Handler
 	done  func(Result)
+	alarm bool // an alarm delivery (alarm.go): fn runs the Alarm handler
 }
 
 // entry is one proposed, not yet applied, write set of an object.
@@ -318,7 +325,17 @@ func (o *object) turn(c *call) {
 	now := s.cfg.Now()
 	ws := newWriteSet()
 	st := &turnStore{obj: o, overlays: overlays, ws: ws, limits: s.cfg.Limits}
-	tc := &turnCtx{Context: c.ctx, id: o.id, ns: o.ns, store: st, now: now}
+	chain := append(append(make([]duro.Hop, 0, len(req.Chain)+1), req.Chain...), duro.Hop{Namespace: o.ns, ID: o.id})
+	tc := &turnCtx{Context: duro.WithCallChain(c.ctx, chain), id: o.id, ns: o.ns, store: st, now: now, obj: o, chain: chain}
+	if c.alarm {
+		if !alarmDue(st, now) {
+			c.done(Result{alarmSkipped: true})
+			return
+		}
+		// The entry of the alarm's turn clears it, unless the handler sets
+		// a new one.
+		st.ws.alarm = fsm.AlarmChange{Kind: fsm.AlarmDelete}
+	}
 	var reply []byte
 	var err error
 	if o.activating {
@@ -354,7 +371,7 @@ func (o *object) turn(c *call) {
 	data := fsm.EncodeCall(&fsm.Call{
 		Epoch: o.epoch, Time: now.UnixNano(), Namespace: o.ns, Object: o.id, BaseVersion: base,
 		Client: req.Client, Seq: req.Seq, AckedBelow: req.AckedBelow, Reply: reply,
-		ClearAll: ws.clearAll, Ops: ws.ops(),
+		ClearAll: ws.clearAll, Ops: ws.ops(), Alarm: ws.alarm,
 	})
 	o.mu.Lock()
 	if o.dead != nil {
@@ -434,6 +451,9 @@ func (o *object) settle(e *entry, err error, resp any) Result {
 	idle := o.idleLocked()
 	o.mu.Unlock()
 	close(e.done)
+	if e.ok && e.ws.alarm.Kind != fsm.AlarmKeep {
+		s.nudgeAlarms()
+	}
 	if idle {
 		o.h.maybeShrink()
 	}
@@ -489,6 +509,8 @@ type turnCtx struct {
 	ns    string
 	store *turnStore
 	now   time.Time
+	obj   *object
+	chain []duro.Hop // the calls waiting for this one, this object last
 }
 
 func (t *turnCtx) ID() duro.ID           { return t.id }

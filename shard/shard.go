@@ -49,6 +49,16 @@ type Settings struct {
 	// evicted (storage is untouched): 0 means DefaultIdleTimeout, negative
 	// never.
 	IdleTimeout time.Duration
+	// AlarmAttempts is how many times a failing alarm handler is tried
+	// before the alarm is given up on (it stays set): 0 means
+	// DefaultAlarmAttempts. AlarmBackoff is the wait after the first
+	// failure, doubled after each further one: 0 means DefaultAlarmBackoff.
+	AlarmAttempts int
+	AlarmBackoff  time.Duration
+	// Caller makes the calls between objects (duro.Context.Stub); the chain
+	// of waiting calls travels in ctx (duro.CallChain). nil: NewHost sets it
+	// to call this node's own shards.
+	Caller func(ctx context.Context, ns string, id duro.ID, method string, arg []byte) ([]byte, error)
 }
 
 // Config configures one Shard.
@@ -80,6 +90,10 @@ type Shard struct {
 	host    *objectHost
 	verify  *verifier
 
+	alarms     alarmStats
+	alarmNudge chan struct{} // see nudgeAlarms
+	watch      watchHub      // see watch.go
+
 	stop chan struct{}
 	down chan struct{} // closed once raft has shut down
 	wg   sync.WaitGroup
@@ -97,7 +111,8 @@ func Open(cfg Config) (*Shard, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("shard %d: %w", cfg.ID, err)
 	}
-	s := &Shard{id: cfg.ID, cfg: cfg, log: cfg.Logger.With("shard", int(cfg.ID)), stop: make(chan struct{}), down: make(chan struct{})}
+	s := &Shard{id: cfg.ID, cfg: cfg, log: cfg.Logger.With("shard", int(cfg.ID)), stop: make(chan struct{}), down: make(chan struct{}),
+		alarmNudge: make(chan struct{}, 1)}
 	// The Raft log is fsync'd on a quorum before anything is acknowledged, so
 	// the state file need not be: see fsm/lazysync.go.
 	m, err := fsm.Open(filepath.Join(cfg.Dir, "state.db"), fsm.Options{SessionTTL: cfg.SessionTTL, LazySync: true})
@@ -283,6 +298,8 @@ func (s *Shard) activate(ctx context.Context) {
 			}
 			s.host.activate(ctx, r.Epoch, term)
 			s.log.Info("shard active", "term", term, "epoch", r.Epoch)
+			// Every alarm set under earlier leaders is applied by now.
+			s.runAlarms(ctx)
 			return
 		}
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
@@ -320,9 +337,13 @@ func (s *Shard) applyError(f raft.Future) error {
 // raftFSM adapts the shard's fsm.Machine to raft.BatchingFSM.
 type raftFSM Shard
 
-func (f *raftFSM) Apply(l *raft.Log) any { return f.machine.ApplyBatch([]*raft.Log{l})[0] }
+func (f *raftFSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 
-func (f *raftFSM) ApplyBatch(logs []*raft.Log) []any { return f.machine.ApplyBatch(logs) }
+func (f *raftFSM) ApplyBatch(logs []*raft.Log) []any {
+	out := f.machine.ApplyBatch(logs)
+	f.watch.applied(out)
+	return out
+}
 
 func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
 	snap, err := f.machine.Snapshot()

@@ -14,14 +14,17 @@ import (
 type writeSet struct {
 	clearAll bool
 	m        map[string]*[]byte
+	alarm    fsm.AlarmChange // the turn's change to the object's alarm
 }
 
 func newWriteSet() *writeSet { return &writeSet{m: map[string]*[]byte{}} }
 
-func (w *writeSet) empty() bool { return !w.clearAll && len(w.m) == 0 }
+func (w *writeSet) empty() bool {
+	return !w.clearAll && len(w.m) == 0 && w.alarm.Kind == fsm.AlarmKeep
+}
 
 func (w *writeSet) clone() *writeSet {
-	c := &writeSet{clearAll: w.clearAll, m: make(map[string]*[]byte, len(w.m))}
+	c := &writeSet{clearAll: w.clearAll, m: make(map[string]*[]byte, len(w.m)), alarm: w.alarm}
 	for k, v := range w.m {
 		c.m[k] = v
 	}

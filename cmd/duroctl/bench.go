@@ -50,25 +50,11 @@ func benchCmd(ctx context.Context, endpoints func() []string, endpointsSet func(
 			"cluster (fsync on) from the durod binary next to duroctl, in a temporary directory.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			eps := endpoints()
-			if !endpointsSet() {
-				stop, local, err := startLocalCluster(ctx, dataDir, stderr)
-				if err != nil {
-					return err
-				}
-				defer stop()
-				eps = local
-			}
-			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			c, err := client.Dial(dctx, eps)
-			cancel()
+			c, stop, err := connect(ctx, endpoints(), !endpointsSet(), dataDir, stderr)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			if err := waitReady(ctx, c); err != nil {
-				return err
-			}
+			defer stop()
 			var results []benchResult
 			fmt.Fprintf(stdout, "%-6s %8s %8s %10s %9s %9s %9s %7s\n", "WORK", "CALLERS", "OBJECTS", "OPS/S", "P50", "P99", "P99.9", "ERRORS")
 			for _, w := range strings.Split(workloads, ",") {
@@ -97,6 +83,32 @@ func benchCmd(ctx context.Context, endpoints func() []string, endpointsSet func(
 	cmd.Flags().StringVar(&jsonOut, "json", "", "write results as JSON to this file ('-' for stdout)")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "data directory of the local cluster (default: a temporary one)")
 	return cmd
+}
+
+// connect dials endpoints, or a local 3-node cluster it starts first when
+// local is set, and waits until every shard answers; stop closes both.
+func connect(ctx context.Context, endpoints []string, local bool, dataDir string, stderr io.Writer) (*client.Client, func(), error) {
+	stopCluster := func() {}
+	if local {
+		stop, addrs, err := startLocalCluster(ctx, dataDir, stderr)
+		if err != nil {
+			return nil, nil, err
+		}
+		stopCluster, endpoints = stop, addrs
+	}
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	c, err := client.Dial(dctx, endpoints)
+	cancel()
+	if err != nil {
+		stopCluster()
+		return nil, nil, err
+	}
+	stop := func() { c.Close(); stopCluster() }
+	if err := waitReady(ctx, c); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return c, stop, nil
 }
 
 func waitReady(ctx context.Context, c *client.Client) error {

@@ -54,4 +54,11 @@ func TestBenchSmoke(t *testing.T) {
 	if _, err := runWorkload(ctx, c, "nope", 1, 1, time.Millisecond, io.Discard); err == nil {
 		t.Error("unknown workload accepted")
 	}
+	lr, err := measureLifecycle(ctx, c, 20, 20, 4, 300*time.Millisecond, 200*time.Millisecond, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lr.AlarmsFired != 20 || lr.AlarmsEarly != 0 || lr.LatenessP99ms < lr.LatenessP50ms || lr.ColdP50ms <= 0 || lr.WarmP50ms <= 0 {
+		t.Errorf("bench-lifecycle: %+v", lr)
+	}
 }

@@ -106,9 +106,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return nil
 		},
 	}
-	root.AddCommand(status, call, benchCmd(ctx, eps, func() bool {
+	endpointsSet := func() bool {
 		return root.PersistentFlags().Changed("endpoints") || os.Getenv("DURO_ENDPOINTS") != ""
-	}, stdout, stderr))
+	}
+	root.AddCommand(status, call, benchCmd(ctx, eps, endpointsSet, stdout, stderr),
+		lifecycleCmd(ctx, eps, endpointsSet, stdout, stderr))
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -217,6 +219,7 @@ func printStatus(ctx context.Context, endpoints []string, w io.Writer) error {
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\n", i, leader, term, applied, strings.Join(voters, ","))
 	}
 	tw.Flush()
+	printFailedAlarms(w, nodes, func(addr string) *pb.StatusResponse { return views[addr].st })
 	if nshards == 0 {
 		return fmt.Errorf("no node answered")
 	}
@@ -224,6 +227,37 @@ func printStatus(ctx context.Context, endpoints []string, w io.Writer) error {
 		return fmt.Errorf("%d of %d shards have no leader", missing, nshards)
 	}
 	return nil
+}
+
+// printFailedAlarms lists the alarms that leaders gave up on after every
+// retry failed (they stay set), if any.
+func printFailedAlarms(w io.Writer, nodes []string, status func(string) *pb.StatusResponse) {
+	var fired, failures uint64
+	var rows []string
+	for _, addr := range nodes {
+		st := status(addr)
+		if st == nil {
+			continue
+		}
+		for _, s := range st.Shard {
+			fired += s.AlarmsFired
+			failures += s.AlarmFailures
+			for _, f := range s.FailedAlarms {
+				rows = append(rows, fmt.Sprintf("%d\t%s\t%s/%x\t%s\t%d\t%s", s.Id, st.NodeId, f.Namespace, f.ObjectId,
+					time.UnixMilli(f.AtUnixMs).UTC().Format(time.RFC3339Nano), f.Attempts, f.Error))
+			}
+		}
+	}
+	fmt.Fprintf(w, "\nalarms: %d fired, %d failed attempts, %d given up\n", fired, failures, len(rows))
+	if len(rows) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SHARD\tLEADER\tOBJECT\tDUE\tATTEMPTS\tLAST ERROR")
+	for _, r := range rows {
+		fmt.Fprintln(tw, r)
+	}
+	tw.Flush()
 }
 
 func shortErr(err error) string {

@@ -23,16 +23,20 @@ const (
 
 // A call to one object's method.
 type CallRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	ObjectId      []byte                 `protobuf:"bytes,2,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"` // 32 bytes
-	Method        string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
-	Arg           []byte                 `protobuf:"bytes,4,opt,name=arg,proto3" json:"arg,omitempty"`                                  // JSON
-	ClientId      []byte                 `protobuf:"bytes,5,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`        // 16 bytes, or empty for no exactly-once session
-	Seq           uint64                 `protobuf:"varint,6,opt,name=seq,proto3" json:"seq,omitempty"`                                 // per client, unique per call (retries reuse it)
-	AckedBelow    uint64                 `protobuf:"varint,7,opt,name=acked_below,json=ackedBelow,proto3" json:"acked_below,omitempty"` // every seq below this is acknowledged by the client
-	Tag           uint64                 `protobuf:"varint,8,opt,name=tag,proto3" json:"tag,omitempty"`                                 // CallStream: echoed in the response
-	TimeoutMs     int64                  `protobuf:"varint,9,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`    // CallStream: per-call deadline; 0 = the stream's
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Namespace  string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	ObjectId   []byte                 `protobuf:"bytes,2,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"` // 32 bytes
+	Method     string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	Arg        []byte                 `protobuf:"bytes,4,opt,name=arg,proto3" json:"arg,omitempty"`                                  // JSON
+	ClientId   []byte                 `protobuf:"bytes,5,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`        // 16 bytes, or empty for no exactly-once session
+	Seq        uint64                 `protobuf:"varint,6,opt,name=seq,proto3" json:"seq,omitempty"`                                 // per client, unique per call (retries reuse it)
+	AckedBelow uint64                 `protobuf:"varint,7,opt,name=acked_below,json=ackedBelow,proto3" json:"acked_below,omitempty"` // every seq below this is acknowledged by the client
+	Tag        uint64                 `protobuf:"varint,8,opt,name=tag,proto3" json:"tag,omitempty"`                                 // CallStream: echoed in the response
+	TimeoutMs  int64                  `protobuf:"varint,9,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`    // CallStream: per-call deadline; 0 = the stream's
+	// Objects whose methods are waiting for this call, outermost first (set
+	// for calls made from inside a method; a call re-entering one of them is
+	// refused as a cycle).
+	CallChain     []*CallHop `protobuf:"bytes,10,rep,name=call_chain,json=callChain,proto3" json:"call_chain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -130,6 +134,65 @@ func (x *CallRequest) GetTimeoutMs() int64 {
 	return 0
 }
 
+func (x *CallRequest) GetCallChain() []*CallHop {
+	if x != nil {
+		return x.CallChain
+	}
+	return nil
+}
+
+type CallHop struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	ObjectId      []byte                 `protobuf:"bytes,2,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallHop) Reset() {
+	*x = CallHop{}
+	mi := &file_pb_duro_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallHop) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallHop) ProtoMessage() {}
+
+func (x *CallHop) ProtoReflect() protoreflect.Message {
+	mi := &file_pb_duro_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallHop.ProtoReflect.Descriptor instead.
+func (*CallHop) Descriptor() ([]byte, []int) {
+	return file_pb_duro_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CallHop) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *CallHop) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
 type Error struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Code          int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"` // duro.Code (gRPC code numbering)
@@ -144,7 +207,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_pb_duro_proto_msgTypes[1]
+	mi := &file_pb_duro_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -156,7 +219,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_pb_duro_proto_msgTypes[1]
+	mi := &file_pb_duro_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -169,7 +232,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_pb_duro_proto_rawDescGZIP(), []int{1}
+	return file_pb_duro_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Error) GetCode() int32 {
@@ -225,7 +288,7 @@ type CallResponse struct {
 
 func (x *CallResponse) Reset() {
 	*x = CallResponse{}
-	mi := &file_pb_duro_proto_msgTypes[2]
+	mi := &file_pb_duro_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -237,7 +300,7 @@ func (x *CallResponse) String() string {
 func (*CallResponse) ProtoMessage() {}
 
 func (x *CallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pb_duro_proto_msgTypes[2]
+	mi := &file_pb_duro_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -250,7 +313,7 @@ func (x *CallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallResponse.ProtoReflect.Descriptor instead.
 func (*CallResponse) Descriptor() ([]byte, []int) {
-	return file_pb_duro_proto_rawDescGZIP(), []int{2}
+	return file_pb_duro_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CallResponse) GetReply() []byte {
@@ -274,6 +337,118 @@ func (x *CallResponse) GetTag() uint64 {
 	return 0
 }
 
+type FollowRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	ObjectId      []byte                 `protobuf:"bytes,2,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	From          uint64                 `protobuf:"varint,3,opt,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FollowRequest) Reset() {
+	*x = FollowRequest{}
+	mi := &file_pb_duro_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FollowRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FollowRequest) ProtoMessage() {}
+
+func (x *FollowRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pb_duro_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FollowRequest.ProtoReflect.Descriptor instead.
+func (*FollowRequest) Descriptor() ([]byte, []int) {
+	return file_pb_duro_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *FollowRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *FollowRequest) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
+func (x *FollowRequest) GetFrom() uint64 {
+	if x != nil {
+		return x.From
+	}
+	return 0
+}
+
+type FollowEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Message       []byte                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"` // the entry as JSON, e.g. {"index","author","text","at"}
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FollowEvent) Reset() {
+	*x = FollowEvent{}
+	mi := &file_pb_duro_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FollowEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FollowEvent) ProtoMessage() {}
+
+func (x *FollowEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_pb_duro_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FollowEvent.ProtoReflect.Descriptor instead.
+func (*FollowEvent) Descriptor() ([]byte, []int) {
+	return file_pb_duro_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *FollowEvent) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *FollowEvent) GetMessage() []byte {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Hashes        bool                   `protobuf:"varint,1,opt,name=hashes,proto3" json:"hashes,omitempty"` // include each shard's state hash (costly on large data)
@@ -283,7 +458,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_pb_duro_proto_msgTypes[3]
+	mi := &file_pb_duro_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -295,7 +470,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pb_duro_proto_msgTypes[3]
+	mi := &file_pb_duro_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -308,7 +483,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_pb_duro_proto_rawDescGZIP(), []int{3}
+	return file_pb_duro_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StatusRequest) GetHashes() bool {
@@ -319,24 +494,28 @@ func (x *StatusRequest) GetHashes() bool {
 }
 
 type ShardStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            int32                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	State         string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"` // Leader, Follower, Candidate, Shutdown
-	LeaderId      string                 `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
-	LeaderAddr    string                 `protobuf:"bytes,4,opt,name=leader_addr,json=leaderAddr,proto3" json:"leader_addr,omitempty"`
-	Term          uint64                 `protobuf:"varint,5,opt,name=term,proto3" json:"term,omitempty"`
-	Applied       uint64                 `protobuf:"varint,6,opt,name=applied,proto3" json:"applied,omitempty"`
-	Commit        uint64                 `protobuf:"varint,7,opt,name=commit,proto3" json:"commit,omitempty"`
-	LastLog       uint64                 `protobuf:"varint,8,opt,name=last_log,json=lastLog,proto3" json:"last_log,omitempty"`
-	Voters        []string               `protobuf:"bytes,9,rep,name=voters,proto3" json:"voters,omitempty"`
-	StateHash     []byte                 `protobuf:"bytes,10,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         int32                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	State      string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"` // Leader, Follower, Candidate, Shutdown
+	LeaderId   string                 `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	LeaderAddr string                 `protobuf:"bytes,4,opt,name=leader_addr,json=leaderAddr,proto3" json:"leader_addr,omitempty"`
+	Term       uint64                 `protobuf:"varint,5,opt,name=term,proto3" json:"term,omitempty"`
+	Applied    uint64                 `protobuf:"varint,6,opt,name=applied,proto3" json:"applied,omitempty"`
+	Commit     uint64                 `protobuf:"varint,7,opt,name=commit,proto3" json:"commit,omitempty"`
+	LastLog    uint64                 `protobuf:"varint,8,opt,name=last_log,json=lastLog,proto3" json:"last_log,omitempty"`
+	Voters     []string               `protobuf:"bytes,9,rep,name=voters,proto3" json:"voters,omitempty"`
+	StateHash  []byte                 `protobuf:"bytes,10,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	// Alarms, as this node ran them while leading the shard (since it started).
+	AlarmsFired   uint64         `protobuf:"varint,11,opt,name=alarms_fired,json=alarmsFired,proto3" json:"alarms_fired,omitempty"`
+	AlarmFailures uint64         `protobuf:"varint,12,opt,name=alarm_failures,json=alarmFailures,proto3" json:"alarm_failures,omitempty"` // failed handler attempts (each retry counts)
+	FailedAlarms  []*FailedAlarm `protobuf:"bytes,13,rep,name=failed_alarms,json=failedAlarms,proto3" json:"failed_alarms,omitempty"`     // alarms given up on; still set
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ShardStatus) Reset() {
 	*x = ShardStatus{}
-	mi := &file_pb_duro_proto_msgTypes[4]
+	mi := &file_pb_duro_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -348,7 +527,7 @@ func (x *ShardStatus) String() string {
 func (*ShardStatus) ProtoMessage() {}
 
 func (x *ShardStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_pb_duro_proto_msgTypes[4]
+	mi := &file_pb_duro_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -361,7 +540,7 @@ func (x *ShardStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardStatus.ProtoReflect.Descriptor instead.
 func (*ShardStatus) Descriptor() ([]byte, []int) {
-	return file_pb_duro_proto_rawDescGZIP(), []int{4}
+	return file_pb_duro_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ShardStatus) GetId() int32 {
@@ -434,6 +613,103 @@ func (x *ShardStatus) GetStateHash() []byte {
 	return nil
 }
 
+func (x *ShardStatus) GetAlarmsFired() uint64 {
+	if x != nil {
+		return x.AlarmsFired
+	}
+	return 0
+}
+
+func (x *ShardStatus) GetAlarmFailures() uint64 {
+	if x != nil {
+		return x.AlarmFailures
+	}
+	return 0
+}
+
+func (x *ShardStatus) GetFailedAlarms() []*FailedAlarm {
+	if x != nil {
+		return x.FailedAlarms
+	}
+	return nil
+}
+
+type FailedAlarm struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	ObjectId      []byte                 `protobuf:"bytes,2,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	AtUnixMs      int64                  `protobuf:"varint,3,opt,name=at_unix_ms,json=atUnixMs,proto3" json:"at_unix_ms,omitempty"`
+	Attempts      int32                  `protobuf:"varint,4,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	Error         string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailedAlarm) Reset() {
+	*x = FailedAlarm{}
+	mi := &file_pb_duro_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailedAlarm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailedAlarm) ProtoMessage() {}
+
+func (x *FailedAlarm) ProtoReflect() protoreflect.Message {
+	mi := &file_pb_duro_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailedAlarm.ProtoReflect.Descriptor instead.
+func (*FailedAlarm) Descriptor() ([]byte, []int) {
+	return file_pb_duro_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *FailedAlarm) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *FailedAlarm) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
+func (x *FailedAlarm) GetAtUnixMs() int64 {
+	if x != nil {
+		return x.AtUnixMs
+	}
+	return 0
+}
+
+func (x *FailedAlarm) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *FailedAlarm) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 type Node struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -444,7 +720,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_pb_duro_proto_msgTypes[5]
+	mi := &file_pb_duro_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -456,7 +732,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_pb_duro_proto_msgTypes[5]
+	mi := &file_pb_duro_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -469,7 +745,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_pb_duro_proto_rawDescGZIP(), []int{5}
+	return file_pb_duro_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Node) GetId() string {
@@ -501,7 +777,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_pb_duro_proto_msgTypes[6]
+	mi := &file_pb_duro_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -513,7 +789,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pb_duro_proto_msgTypes[6]
+	mi := &file_pb_duro_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -526,7 +802,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_pb_duro_proto_rawDescGZIP(), []int{6}
+	return file_pb_duro_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -582,7 +858,7 @@ var File_pb_duro_proto protoreflect.FileDescriptor
 
 const file_pb_duro_proto_rawDesc = "" +
 	"\n" +
-	"\rpb/duro.proto\x12\aduro.v1\"\xf3\x01\n" +
+	"\rpb/duro.proto\x12\aduro.v1\"\xa4\x02\n" +
 	"\vCallRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1b\n" +
 	"\tobject_id\x18\x02 \x01(\fR\bobjectId\x12\x16\n" +
@@ -594,7 +870,13 @@ const file_pb_duro_proto_rawDesc = "" +
 	"ackedBelow\x12\x10\n" +
 	"\x03tag\x18\b \x01(\x04R\x03tag\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\t \x01(\x03R\ttimeoutMs\"\xb1\x01\n" +
+	"timeout_ms\x18\t \x01(\x03R\ttimeoutMs\x12/\n" +
+	"\n" +
+	"call_chain\x18\n" +
+	" \x03(\v2\x10.duro.v1.CallHopR\tcallChain\"D\n" +
+	"\aCallHop\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1b\n" +
+	"\tobject_id\x18\x02 \x01(\fR\bobjectId\"\xb1\x01\n" +
 	"\x05Error\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1c\n" +
@@ -607,9 +889,16 @@ const file_pb_duro_proto_rawDesc = "" +
 	"\fCallResponse\x12\x14\n" +
 	"\x05reply\x18\x01 \x01(\fR\x05reply\x12$\n" +
 	"\x05error\x18\x02 \x01(\v2\x0e.duro.v1.ErrorR\x05error\x12\x10\n" +
-	"\x03tag\x18\x03 \x01(\x04R\x03tag\"'\n" +
+	"\x03tag\x18\x03 \x01(\x04R\x03tag\"^\n" +
+	"\rFollowRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1b\n" +
+	"\tobject_id\x18\x02 \x01(\fR\bobjectId\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\x04R\x04from\"=\n" +
+	"\vFollowEvent\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\fR\amessage\"'\n" +
 	"\rStatusRequest\x12\x16\n" +
-	"\x06hashes\x18\x01 \x01(\bR\x06hashes\"\x89\x02\n" +
+	"\x06hashes\x18\x01 \x01(\bR\x06hashes\"\x8e\x03\n" +
 	"\vShardStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x05R\x02id\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -623,7 +912,17 @@ const file_pb_duro_proto_rawDesc = "" +
 	"\x06voters\x18\t \x03(\tR\x06voters\x12\x1d\n" +
 	"\n" +
 	"state_hash\x18\n" +
-	" \x01(\fR\tstateHash\"*\n" +
+	" \x01(\fR\tstateHash\x12!\n" +
+	"\falarms_fired\x18\v \x01(\x04R\valarmsFired\x12%\n" +
+	"\x0ealarm_failures\x18\f \x01(\x04R\ralarmFailures\x129\n" +
+	"\rfailed_alarms\x18\r \x03(\v2\x14.duro.v1.FailedAlarmR\ffailedAlarms\"\x98\x01\n" +
+	"\vFailedAlarm\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1b\n" +
+	"\tobject_id\x18\x02 \x01(\fR\bobjectId\x12\x1c\n" +
+	"\n" +
+	"at_unix_ms\x18\x03 \x01(\x03R\batUnixMs\x12\x1a\n" +
+	"\battempts\x18\x04 \x01(\x05R\battempts\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"*\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xe5\x01\n" +
@@ -637,11 +936,12 @@ const file_pb_duro_proto_rawDesc = "" +
 	"\x05nodes\x18\x06 \x03(\v2\r.duro.v1.NodeR\x05nodes\x12\x1e\n" +
 	"\n" +
 	"namespaces\x18\a \x03(\tR\n" +
-	"namespaces2}\n" +
+	"namespaces2\xb7\x01\n" +
 	"\aObjects\x123\n" +
 	"\x04Call\x12\x14.duro.v1.CallRequest\x1a\x15.duro.v1.CallResponse\x12=\n" +
 	"\n" +
-	"CallStream\x12\x14.duro.v1.CallRequest\x1a\x15.duro.v1.CallResponse(\x010\x012B\n" +
+	"CallStream\x12\x14.duro.v1.CallRequest\x1a\x15.duro.v1.CallResponse(\x010\x01\x128\n" +
+	"\x06Follow\x12\x16.duro.v1.FollowRequest\x1a\x14.duro.v1.FollowEvent0\x012B\n" +
 	"\x05Admin\x129\n" +
 	"\x06Status\x12\x16.duro.v1.StatusRequest\x1a\x17.duro.v1.StatusResponseB Z\x1egithub.com/duro-io/duro/rpc/pbb\x06proto3"
 
@@ -657,31 +957,39 @@ func file_pb_duro_proto_rawDescGZIP() []byte {
 	return file_pb_duro_proto_rawDescData
 }
 
-var file_pb_duro_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_pb_duro_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_pb_duro_proto_goTypes = []any{
 	(*CallRequest)(nil),    // 0: duro.v1.CallRequest
-	(*Error)(nil),          // 1: duro.v1.Error
-	(*CallResponse)(nil),   // 2: duro.v1.CallResponse
-	(*StatusRequest)(nil),  // 3: duro.v1.StatusRequest
-	(*ShardStatus)(nil),    // 4: duro.v1.ShardStatus
-	(*Node)(nil),           // 5: duro.v1.Node
-	(*StatusResponse)(nil), // 6: duro.v1.StatusResponse
+	(*CallHop)(nil),        // 1: duro.v1.CallHop
+	(*Error)(nil),          // 2: duro.v1.Error
+	(*CallResponse)(nil),   // 3: duro.v1.CallResponse
+	(*FollowRequest)(nil),  // 4: duro.v1.FollowRequest
+	(*FollowEvent)(nil),    // 5: duro.v1.FollowEvent
+	(*StatusRequest)(nil),  // 6: duro.v1.StatusRequest
+	(*ShardStatus)(nil),    // 7: duro.v1.ShardStatus
+	(*FailedAlarm)(nil),    // 8: duro.v1.FailedAlarm
+	(*Node)(nil),           // 9: duro.v1.Node
+	(*StatusResponse)(nil), // 10: duro.v1.StatusResponse
 }
 var file_pb_duro_proto_depIdxs = []int32{
-	1, // 0: duro.v1.CallResponse.error:type_name -> duro.v1.Error
-	4, // 1: duro.v1.StatusResponse.shard:type_name -> duro.v1.ShardStatus
-	5, // 2: duro.v1.StatusResponse.nodes:type_name -> duro.v1.Node
-	0, // 3: duro.v1.Objects.Call:input_type -> duro.v1.CallRequest
-	0, // 4: duro.v1.Objects.CallStream:input_type -> duro.v1.CallRequest
-	3, // 5: duro.v1.Admin.Status:input_type -> duro.v1.StatusRequest
-	2, // 6: duro.v1.Objects.Call:output_type -> duro.v1.CallResponse
-	2, // 7: duro.v1.Objects.CallStream:output_type -> duro.v1.CallResponse
-	6, // 8: duro.v1.Admin.Status:output_type -> duro.v1.StatusResponse
-	6, // [6:9] is the sub-list for method output_type
-	3, // [3:6] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	1,  // 0: duro.v1.CallRequest.call_chain:type_name -> duro.v1.CallHop
+	2,  // 1: duro.v1.CallResponse.error:type_name -> duro.v1.Error
+	8,  // 2: duro.v1.ShardStatus.failed_alarms:type_name -> duro.v1.FailedAlarm
+	7,  // 3: duro.v1.StatusResponse.shard:type_name -> duro.v1.ShardStatus
+	9,  // 4: duro.v1.StatusResponse.nodes:type_name -> duro.v1.Node
+	0,  // 5: duro.v1.Objects.Call:input_type -> duro.v1.CallRequest
+	0,  // 6: duro.v1.Objects.CallStream:input_type -> duro.v1.CallRequest
+	4,  // 7: duro.v1.Objects.Follow:input_type -> duro.v1.FollowRequest
+	6,  // 8: duro.v1.Admin.Status:input_type -> duro.v1.StatusRequest
+	3,  // 9: duro.v1.Objects.Call:output_type -> duro.v1.CallResponse
+	3,  // 10: duro.v1.Objects.CallStream:output_type -> duro.v1.CallResponse
+	5,  // 11: duro.v1.Objects.Follow:output_type -> duro.v1.FollowEvent
+	10, // 12: duro.v1.Admin.Status:output_type -> duro.v1.StatusResponse
+	9,  // [9:13] is the sub-list for method output_type
+	5,  // [5:9] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_pb_duro_proto_init() }
@@ -695,7 +1003,7 @@ func file_pb_duro_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pb_duro_proto_rawDesc), len(file_pb_duro_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

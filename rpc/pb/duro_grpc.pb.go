@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Objects_Call_FullMethodName       = "/duro.v1.Objects/Call"
 	Objects_CallStream_FullMethodName = "/duro.v1.Objects/CallStream"
+	Objects_Follow_FullMethodName     = "/duro.v1.Objects/Follow"
 )
 
 // ObjectsClient is the client API for Objects service.
@@ -30,6 +31,10 @@ type ObjectsClient interface {
 	Call(ctx context.Context, in *CallRequest, opts ...grpc.CallOption) (*CallResponse, error)
 	// CallStream runs calls in the order received for each object (E-order).
 	CallStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CallRequest, CallResponse], error)
+	// Follow streams an ordered log object's entries (the room class's
+	// messages) from index `from` on: first those already committed, then each
+	// new one once it is committed. A follower never sees an uncommitted entry.
+	Follow(ctx context.Context, in *FollowRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FollowEvent], error)
 }
 
 type objectsClient struct {
@@ -63,6 +68,25 @@ func (c *objectsClient) CallStream(ctx context.Context, opts ...grpc.CallOption)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Objects_CallStreamClient = grpc.BidiStreamingClient[CallRequest, CallResponse]
 
+func (c *objectsClient) Follow(ctx context.Context, in *FollowRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FollowEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Objects_ServiceDesc.Streams[1], Objects_Follow_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[FollowRequest, FollowEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Objects_FollowClient = grpc.ServerStreamingClient[FollowEvent]
+
 // ObjectsServer is the server API for Objects service.
 // All implementations must embed UnimplementedObjectsServer
 // for forward compatibility.
@@ -70,6 +94,10 @@ type ObjectsServer interface {
 	Call(context.Context, *CallRequest) (*CallResponse, error)
 	// CallStream runs calls in the order received for each object (E-order).
 	CallStream(grpc.BidiStreamingServer[CallRequest, CallResponse]) error
+	// Follow streams an ordered log object's entries (the room class's
+	// messages) from index `from` on: first those already committed, then each
+	// new one once it is committed. A follower never sees an uncommitted entry.
+	Follow(*FollowRequest, grpc.ServerStreamingServer[FollowEvent]) error
 	mustEmbedUnimplementedObjectsServer()
 }
 
@@ -85,6 +113,9 @@ func (UnimplementedObjectsServer) Call(context.Context, *CallRequest) (*CallResp
 }
 func (UnimplementedObjectsServer) CallStream(grpc.BidiStreamingServer[CallRequest, CallResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method CallStream not implemented")
+}
+func (UnimplementedObjectsServer) Follow(*FollowRequest, grpc.ServerStreamingServer[FollowEvent]) error {
+	return status.Errorf(codes.Unimplemented, "method Follow not implemented")
 }
 func (UnimplementedObjectsServer) mustEmbedUnimplementedObjectsServer() {}
 func (UnimplementedObjectsServer) testEmbeddedByValue()                 {}
@@ -132,6 +163,17 @@ func _Objects_CallStream_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Objects_CallStreamServer = grpc.BidiStreamingServer[CallRequest, CallResponse]
 
+func _Objects_Follow_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(FollowRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ObjectsServer).Follow(m, &grpc.GenericServerStream[FollowRequest, FollowEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Objects_FollowServer = grpc.ServerStreamingServer[FollowEvent]
+
 // Objects_ServiceDesc is the grpc.ServiceDesc for Objects service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -150,6 +192,11 @@ var Objects_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _Objects_CallStream_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Follow",
+			Handler:       _Objects_Follow_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "pb/duro.proto",

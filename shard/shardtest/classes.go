@@ -334,6 +334,10 @@ func newMemClass() *duro.Class {
 		st := MemState{Calls: m.calls, Activations: m.activations, Loaded: m.loaded, Stored: n}
 		return st, ctx.Storage().Put(CounterKey, []byte(strconv.FormatInt(n, 10)))
 	})
+	duro.Method(c, "Peek", func(m *memCounter, ctx duro.Context, _ struct{}) (MemState, error) {
+		n, err := loadCounter(ctx.Storage())
+		return MemState{Calls: m.calls, Activations: m.activations, Loaded: m.loaded, Stored: n}, err
+	})
 	duro.Method(c, "RefuseActivation", func(_ *memCounter, ctx duro.Context, _ struct{}) (bool, error) {
 		return true, ctx.Storage().Put(MemNoActivateKey, []byte("1"))
 	})

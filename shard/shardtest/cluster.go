@@ -54,6 +54,10 @@ type Options struct {
 	// IdleTimeout and MaxActive configure eviction (see shard.HostConfig).
 	IdleTimeout time.Duration
 	MaxActive   int
+	// AlarmAttempts and AlarmBackoff configure alarm retries (see
+	// shard.Settings).
+	AlarmAttempts int
+	AlarmBackoff  time.Duration
 }
 
 // Cluster is a set of in-process nodes. Its methods are safe for concurrent
@@ -169,14 +173,15 @@ func (c *Cluster) connectLocked(i, j int) {
 func (c *Cluster) openHost(i int) (*shard.Host, error) {
 	return shard.NewHost(shard.HostConfig{
 		Settings: shard.Settings{
-			NodeID:      Addr(i),
-			Peers:       c.Peers(),
-			Timing:      *c.opts.Timing,
-			Registry:    c.opts.Registry,
-			Limits:      c.opts.Limits,
-			SessionTTL:  c.opts.SessionTTL,
-			IdleTimeout: c.opts.IdleTimeout,
-			Logger:      c.opts.Logger.With("node", Addr(i)),
+			NodeID:        Addr(i),
+			Peers:         c.Peers(),
+			Timing:        *c.opts.Timing,
+			Registry:      c.opts.Registry,
+			Limits:        c.opts.Limits,
+			SessionTTL:    c.opts.SessionTTL,
+			IdleTimeout:   c.opts.IdleTimeout,
+			Logger:        c.opts.Logger.With("node", Addr(i)),
+			AlarmAttempts: c.opts.AlarmAttempts, AlarmBackoff: c.opts.AlarmBackoff,
 		},
 		DataDir:   filepath.Join(c.dirs[i], "data"),
 		Shards:    c.opts.Shards,

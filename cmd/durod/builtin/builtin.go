@@ -10,12 +10,14 @@ import (
 const (
 	CounterNamespace = "counter"
 	KVNamespace      = "kv"
+	LockNamespace    = "lock"
+	RoomNamespace    = "room"
 )
 
 // Classes returns freshly built copies of the built-in classes, in namespace
-// order: counter, kv.
+// order: counter, kv, lock, room.
 func Classes() []*duro.Class {
-	return []*duro.Class{newCounterClass(), newKVClass()}
+	return []*duro.Class{newCounterClass(), newKVClass(), newLockClass(), newRoomClass()}
 }
 
 // invalid returns an error wrapping duro.ErrInvalidArgument.

@@ -19,7 +19,12 @@ import (
 type memStorage struct {
 	m        map[string][]byte
 	maxValue int // 0: unlimited
+	alarm    time.Time
 }
+
+func (s *memStorage) GetAlarm() (time.Time, bool, error) { return s.alarm, !s.alarm.IsZero(), nil }
+func (s *memStorage) SetAlarm(t time.Time) error         { s.alarm = t; return nil }
+func (s *memStorage) DeleteAlarm() error                 { s.alarm = time.Time{}; return nil }
 
 func newMem() *memStorage { return &memStorage{m: map[string][]byte{}} }
 
@@ -122,6 +127,9 @@ func (c *memCtx) ID() duro.ID           { return duro.IDFromName(c.ns, "test") }
 func (c *memCtx) Namespace() string     { return c.ns }
 func (c *memCtx) Storage() duro.Storage { return c.st }
 func (c *memCtx) Now() duro.Time        { return time.Unix(1700000000, 0) }
+func (c *memCtx) Stub(string, duro.ID) duro.Stub {
+	panic("memCtx: calls between objects are not supported in unit tests")
+}
 
 // object is one instance of a class with its own storage.
 type object struct {
@@ -192,11 +200,15 @@ func jsonEqual(t *testing.T, a, b string) bool {
 
 func TestClasses(t *testing.T) {
 	cs := Classes()
-	if len(cs) != 2 || cs[0].Name() != "counter" || cs[1].Name() != "kv" {
-		t.Fatalf("Classes() = %v", cs)
+	var names []string
+	for _, c := range cs {
+		names = append(names, c.Name())
+	}
+	if got := strings.Join(names, ","); got != "counter,kv,lock,room" {
+		t.Fatalf("Classes() = %s", got)
 	}
 	duro.NewRegistry(Classes()...) // panics on duplicate namespaces
-	if got := strings.Join(cs[1].Methods(), ","); got != "Append,CAS,Delete,Get,List,Put" {
+	if got := strings.Join(cs[1].Methods(), ","); got != "Append,CAS,Delete,DeleteAlarm,Get,GetAlarm,List,Put,SetAlarm" {
 		t.Fatalf("kv methods = %s", got)
 	}
 }

@@ -3,6 +3,7 @@ package builtin
 import (
 	"bytes"
 	"encoding/json"
+	"time"
 
 	"github.com/duro-io/duro"
 )
@@ -19,6 +20,9 @@ func newKVClass() *duro.Class {
 	duro.Method(c, "List", (*kv).List)
 	duro.Method(c, "CAS", (*kv).CAS)
 	duro.Method(c, "Append", (*kv).Append)
+	duro.Method(c, "SetAlarm", (*kv).SetAlarm)
+	duro.Method(c, "GetAlarm", (*kv).GetAlarm)
+	duro.Method(c, "DeleteAlarm", (*kv).DeleteAlarm)
 	return c
 }
 
@@ -222,4 +226,65 @@ func (*kv) Append(ctx duro.Context, a AppendArg) (AppendResult, error) {
 		return AppendResult{}, err
 	}
 	return AppendResult{Values: list}, nil
+}
+
+// AlarmKey is the key under which kv's Alarm handler records its deliveries
+// (an AlarmRecord as JSON), in the same entry that clears the alarm.
+const AlarmKey = "_alarm"
+
+// SetAlarmArg is the argument of SetAlarm: the alarm's time in unix
+// milliseconds.
+type SetAlarmArg struct {
+	AtMs int64 `json:"at_ms"`
+}
+
+// GetAlarmResult is the result of GetAlarm.
+type GetAlarmResult struct {
+	Set  bool  `json:"set"`
+	AtMs int64 `json:"at_ms"`
+}
+
+// AlarmRecord is what kv's Alarm handler stores under AlarmKey.
+type AlarmRecord struct {
+	Fires       int   `json:"fires"`        // deliveries so far
+	ScheduledNs int64 `json:"scheduled_ns"` // the last delivery's alarm time
+	FiredNs     int64 `json:"fired_ns"`     // the last delivery's turn time
+	Retry       int   `json:"retry"`        // failed attempts before it
+}
+
+// SetAlarm sets the object's alarm.
+func (*kv) SetAlarm(ctx duro.Context, a SetAlarmArg) (Empty, error) {
+	if a.AtMs <= 0 {
+		return Empty{}, invalid("kv: at_ms must be a positive unix time in milliseconds, got %d", a.AtMs)
+	}
+	return Empty{}, ctx.Storage().SetAlarm(time.UnixMilli(a.AtMs))
+}
+
+// GetAlarm returns the object's alarm.
+func (*kv) GetAlarm(ctx duro.Context, _ json.RawMessage) (GetAlarmResult, error) {
+	at, ok, err := ctx.Storage().GetAlarm()
+	if err != nil || !ok {
+		return GetAlarmResult{}, err
+	}
+	return GetAlarmResult{Set: true, AtMs: at.UnixMilli()}, nil
+}
+
+// DeleteAlarm removes the object's alarm.
+func (*kv) DeleteAlarm(ctx duro.Context, _ json.RawMessage) (Empty, error) {
+	return Empty{}, ctx.Storage().DeleteAlarm()
+}
+
+// Alarm records the delivery under AlarmKey.
+func (*kv) Alarm(ctx duro.Context, info duro.AlarmInfo) error {
+	st := ctx.Storage()
+	var rec AlarmRecord
+	if v, ok, err := st.Get([]byte(AlarmKey)); err != nil {
+		return err
+	} else if ok {
+		json.Unmarshal(v, &rec)
+	}
+	rec.Fires++
+	rec.ScheduledNs, rec.FiredNs, rec.Retry = info.Scheduled.UnixNano(), ctx.Now().UnixNano(), info.Retry
+	b, _ := json.Marshal(rec)
+	return st.Put([]byte(AlarmKey), b)
 }

@@ -14,10 +14,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -98,13 +100,16 @@ func failpointsFromEnv(lookupEnv func(string) (string, bool)) rpc.Failpoints {
 
 // Node is a running duro node.
 type Node struct {
-	cfg   config.Config
-	log   *slog.Logger
-	mux   *rpc.Mux
-	host  *shard.Host
-	srv   *rpc.Server
-	http  *http.Server
-	gw    *client.Client
+	cfg  config.Config
+	log  *slog.Logger
+	mux  *rpc.Mux
+	host *shard.Host
+	srv  *rpc.Server
+	http *http.Server
+	gw   *client.Client
+	// calls routes calls between objects (duro.Context.Stub) through the
+	// SDK, to whichever node leads the callee; set once serving started.
+	calls atomic.Pointer[client.Client]
 	errCh chan error
 }
 
@@ -138,6 +143,7 @@ func Start(ctx context.Context, cfg config.Config, reg *duro.Registry, log *slog
 				SnapshotInterval: rt.SnapshotInterval, TrailingLogs: rt.TrailingLogs, MaxAppendEntries: rt.MaxAppendEntries},
 			Registry: reg, Limits: shard.Limits{MaxKeyBytes: cfg.Limits.MaxKeyBytes, MaxValueBytes: cfg.Limits.MaxValueBytes},
 			SessionTTL: cfg.SessionTTL, IdleTimeout: cfg.IdleTimeout, Logger: log,
+			Caller: n.callObject,
 		},
 		DataDir: cfg.DataDir, Shards: cfg.Shards, MaxActive: cfg.MaxActive,
 		Transport: func(id shard.ID) (raft.Transport, error) {
@@ -148,10 +154,21 @@ func Start(ctx context.Context, cfg config.Config, reg *duro.Registry, log *slog
 		ln.Close()
 		return nil, err
 	}
-	n.srv = rpc.NewServer(rpc.ServerConfig{NodeID: cfg.NodeID, Addr: self, Peers: peers, Host: n.host, Logger: log, Failpoints: fp})
+	n.srv = rpc.NewServer(rpc.ServerConfig{NodeID: cfg.NodeID, Addr: self, Peers: peers, Host: n.host, Logger: log, Failpoints: fp,
+		Follow: func(ctx context.Context, ns string, id duro.ID, from uint64, send func(uint64, []byte) error) error {
+			return n.follow(ctx, ns, id, from, func(i uint64, m json.RawMessage) error { return send(i, m) }, nil)
+		}})
 	go func() { n.errCh <- n.mux.Serve() }()
 	go func() { n.errCh <- n.srv.Serve(n.mux.GRPC()) }()
 	n.srv.SetServing(true)
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	cc, err := client.Dial(dctx, []string{self})
+	cancel()
+	if err != nil {
+		n.Close(ctx)
+		return nil, fmt.Errorf("client for calls between objects: %w", err)
+	}
+	n.calls.Store(cc)
 	if cfg.HTTP != "" {
 		// The gateway calls through the SDK, dialled to this node; routing
 		// takes calls on to shard leaders.
@@ -221,9 +238,33 @@ func (n *Node) httpHandler() http.Handler {
 		return float64(c)
 	})
 	reg.MustRegister(leaders)
+	alarmStats := func(f func(shard.AlarmStats) float64) func() float64 {
+		return func() float64 {
+			t := 0.0
+			for _, s := range n.host.Shards() {
+				t += f(s.AlarmStats())
+			}
+			return t
+		}
+	}
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "duro_alarms_fired_total",
+			Help: "Alarm handlers this node ran and committed while leading their shard."},
+			alarmStats(func(a shard.AlarmStats) float64 { return float64(a.Fired) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "duro_alarm_failures_total",
+			Help: "Failed alarm handler attempts on this node (each retry counts)."},
+			alarmStats(func(a shard.AlarmStats) float64 { return float64(a.Failures) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "duro_alarms_failed",
+			Help: "Alarms this node gave up on after every retry failed; they stay set (see duroctl status)."},
+			alarmStats(func(a shard.AlarmStats) float64 { return float64(len(a.Failed)) })),
+	)
 	mux := http.NewServeMux()
 	if n.gw != nil {
-		mux.Handle("/v1/", &gateway{c: n.gw, timeout: 30 * time.Second})
+		mux.Handle("/v1/", &gateway{c: n.gw, timeout: 30 * time.Second, follow: n.follow})
+		// A short address for the chat page of room {name}.
+		mux.HandleFunc("GET /chat/{room}", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "/v1/ns/room/objects/"+url.PathEscape(r.PathValue("room"))+"/http/", http.StatusFound)
+		})
 	}
 	// Profiles, for finding where time goes before optimising.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -243,6 +284,15 @@ func (n *Node) httpHandler() http.Handler {
 	return mux
 }
 
+// callObject is the node's shard.Settings.Caller.
+func (n *Node) callObject(ctx context.Context, ns string, id duro.ID, method string, arg []byte) ([]byte, error) {
+	c := n.calls.Load()
+	if c == nil {
+		return nil, &duro.Error{Code: duro.CodeUnavailable, Retryable: true, Message: "node still starting: calls between objects not ready"}
+	}
+	return c.Namespace(ns).Get(id).CallRaw(ctx, method, arg)
+}
+
 // Close shuts the node down in order: stop serving health, hand off
 // leaderships, stop gRPC (finishing calls), stop the listener, shut down Raft
 // and close the stores.
@@ -253,6 +303,9 @@ func (n *Node) Close(ctx context.Context) error {
 	}
 	if n.gw != nil {
 		n.gw.Close()
+	}
+	if cc := n.calls.Load(); cc != nil {
+		cc.Close()
 	}
 	n.host.TransferLeaderships(ctx)
 	n.srv.Stop(ctx)
