@@ -49,11 +49,14 @@ type Server struct {
 	cfg    ServerConfig
 	grpc   *grpc.Server
 	health *health.Server
+
+	stopping chan struct{} // closed by Stop: long-lived streams wind down
+	stopOnce sync.Once
 }
 
 // NewServer builds the server; Serve starts it.
 func NewServer(cfg ServerConfig) *Server {
-	s := &Server{cfg: cfg, grpc: grpc.NewServer(grpc.MaxRecvMsgSize(16 << 20)), health: health.NewServer()}
+	s := &Server{cfg: cfg, grpc: grpc.NewServer(grpc.MaxRecvMsgSize(16 << 20)), health: health.NewServer(), stopping: make(chan struct{})}
 	pb.RegisterObjectsServer(s.grpc, s)
 	pb.RegisterAdminServer(s.grpc, s)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
@@ -64,7 +67,11 @@ func NewServer(cfg ServerConfig) *Server {
 func (s *Server) Serve(l net.Listener) error { return s.grpc.Serve(l) }
 
 // Stop stops accepting calls and waits for running ones, bounded by ctx.
+// Call streams (which other nodes' SDKs keep open indefinitely) stop taking
+// requests, answer the ones they took, and end with Unavailable, so the
+// callers move to another node instead of Stop waiting out ctx.
 func (s *Server) Stop(ctx context.Context) {
+	s.stopOnce.Do(func() { close(s.stopping) })
 	s.health.Shutdown()
 	done := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(done) }()
@@ -149,13 +156,39 @@ func (s *Server) CallStream(stream pb.Objects_CallStreamServer) error {
 		}
 	}
 	defer wg.Wait()
-	for {
-		r, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
+	type received struct {
+		r   *pb.CallRequest
+		err error
+	}
+	// Recv blocks, so it runs apart and the loop can also watch for Stop.
+	// Once the handler returns, the stream's context ends and Recv with it.
+	in := make(chan received)
+	go func() {
+		for {
+			r, err := stream.Recv()
+			select {
+			case in <- received{r, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
 		}
-		if err != nil {
-			return err
+	}()
+	for {
+		var r *pb.CallRequest
+		select {
+		case <-s.stopping:
+			return status.Error(codes.Unavailable, "node shutting down")
+		case got := <-in:
+			if errors.Is(got.err, io.EOF) {
+				return nil
+			}
+			if got.err != nil {
+				return got.err
+			}
+			r = got.r
 		}
 		tag := r.Tag
 		req, verr := toRequest(r)
@@ -192,7 +225,16 @@ func (s *Server) Follow(r *pb.FollowRequest, stream pb.Objects_FollowServer) err
 	if !id.Valid(r.Namespace) {
 		return status.Errorf(codes.InvalidArgument, "object id %s does not belong to namespace %q", id, r.Namespace)
 	}
-	err := s.cfg.Follow(stream.Context(), r.Namespace, id, r.From, func(index uint64, msg []byte) error {
+	fctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stopping:
+			cancel()
+		case <-fctx.Done():
+		}
+	}()
+	err := s.cfg.Follow(fctx, r.Namespace, id, r.From, func(index uint64, msg []byte) error {
 		return stream.Send(&pb.FollowEvent{Index: index, Message: msg})
 	})
 	if e, ok := err.(*duro.Error); ok {

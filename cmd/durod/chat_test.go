@@ -101,6 +101,8 @@ func TestChatPageTwoTabs(t *testing.T) {
 	sees(tabA, "hello from tab A")
 	say(tabB, "bob", "and hello back from B")
 	sees(tabA, "and hello back from B")
+	// Each tab learns of a post through its own stream, its author's too.
+	sees(tabB, "and hello back from B")
 	// Both tabs show the same messages in the same order.
 	texts := `[...document.querySelectorAll("#log .msg")].map(e => e.querySelector(".author").textContent + e.querySelector(".text").textContent).join("|")`
 	a, errA := chromedp.Run(tabA, chromedp.Evaluate[string](texts))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/duro-io/duro"
+	"github.com/duro-io/duro/client"
 	"github.com/duro-io/duro/cmd/durod/builtin"
 	"github.com/duro-io/duro/config"
 	"github.com/duro-io/duro/rpc"
@@ -131,5 +132,29 @@ func TestShardCountDefaultsToOnePerNode(t *testing.T) {
 	cfg.Peers = cfg.Peers[:1]
 	if n, err := checkClusterFile(cfg); err != nil || n != 3 {
 		t.Fatalf("restart: %d shards, %v; want the recorded 3", n, err)
+	}
+}
+
+// TestCloseWithOpenClientStreams: other nodes' SDKs keep call streams open
+// for as long as they live; closing a node must not wait on them (it waited
+// for the caller's whole shutdown deadline, forever without one).
+func TestCloseWithOpenClientStreams(t *testing.T) {
+	n := startNode(t)
+	c, err := client.Dial(context.Background(), []string{n.cfg.Listen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ns := c.Namespace("counter")
+	var v int64
+	if err := ns.Get(ns.IDFromName("x")).Call(context.Background(), "Increment", 1, &v); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- n.Close(context.Background()) }()
+	select {
+	case <-closed:
+	case <-time.After(time.Minute): // a hang, not a speed limit
+		t.Fatal("Close waited on a client's open call stream")
 	}
 }
