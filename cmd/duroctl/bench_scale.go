@@ -155,8 +155,12 @@ func runScale(env *benchEnv, objects, active, sample, callers int) (*scaleResult
 	res.DiskBytesPerObjectReplica = res.DiskBytesPerObject / float64(len(cl.Nodes))
 
 	// Restart every node: nothing active, memory as after a fresh start.
+	// SIGKILL rather than SIGTERM: every write is already durable, and
+	// durod stopped on every node at once can take 10 s or more to exit
+	// (see docs/benchmarks.md).
+	fmt.Fprintln(env.stderr, "scale: restarting every node")
 	for _, n := range cl.Nodes {
-		n.Stop()
+		n.Kill()
 	}
 	for _, n := range cl.Nodes {
 		if err := n.Start(); err != nil {
@@ -174,6 +178,7 @@ func runScale(env *benchEnv, objects, active, sample, callers int) (*scaleResult
 	}
 	defer c.Close()
 	kv = c.Namespace("kv")
+	fmt.Fprintln(env.stderr, "scale: healthy again; measuring")
 	before, err := scaleMemory(ctx, cl)
 	if err != nil {
 		return res, err

@@ -169,7 +169,7 @@ func (c *Cluster) Endpoints() []string {
 	return out
 }
 
-// Close stops every node (SIGTERM, SIGKILL after 20 s), and removes the
+// Close stops every node (SIGTERM, SIGKILL after 5 s), and removes the
 // directory if Start created it.
 func (c *Cluster) Close() {
 	var wg sync.WaitGroup
@@ -264,8 +264,8 @@ func (n *Node) signalAndWait(sig syscall.Signal, grace time.Duration) {
 // Kill SIGKILLs the node and waits until it exited.
 func (n *Node) Kill() { n.signalAndWait(syscall.SIGKILL, time.Minute) }
 
-// Stop SIGTERMs the node (SIGKILL after 20 s) and waits until it exited.
-func (n *Node) Stop() { n.signalAndWait(syscall.SIGTERM, 20*time.Second) }
+// Stop SIGTERMs the node (SIGKILL after 5 s) and waits until it exited.
+func (n *Node) Stop() { n.signalAndWait(syscall.SIGTERM, 5*time.Second) }
 
 // Status asks the node for its Admin.Status.
 func (n *Node) Status(ctx context.Context) (*pb.StatusResponse, error) {
