@@ -283,6 +283,7 @@ func compareCmd(env *benchEnv) *cobra.Command {
 	var wf workloadFlags
 	var etcdBin string
 	var install bool
+	var etcdClients int
 	cmd := &cobra.Command{
 		Use:   "compare",
 		Short: "run the bench workloads on duro, then on a local 3-member etcd, and print one table with the ratios",
@@ -310,7 +311,7 @@ func compareCmd(env *benchEnv) *cobra.Command {
 			if env.dataDir != "" {
 				etcdDir = env.dataDir + "-etcd"
 			}
-			if res.Etcd, err = etcdbench.Run(env.ctx, bin, etcdDir, ws, cfg, env.stderr); err != nil {
+			if res.Etcd, err = etcdbench.Run(env.ctx, bin, etcdDir, etcdClients, ws, cfg, env.stderr); err != nil {
 				return err
 			}
 			printCompare(env.stdout, &res)
@@ -320,6 +321,7 @@ func compareCmd(env *benchEnv) *cobra.Command {
 	wf.add(cmd)
 	cmd.Flags().StringVar(&etcdBin, "etcd", "", "etcd server binary (default: etcd on PATH, installed with apt-get when absent)")
 	cmd.Flags().BoolVar(&install, "install-etcd", true, "install Debian's etcd-server with apt-get when etcd is not found")
+	cmd.Flags().IntVar(&etcdClients, "etcd-clients", 1, "etcd clients (connections) the callers share; each call picks one at random")
 	return cmd
 }
 

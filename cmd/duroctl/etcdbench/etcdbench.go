@@ -224,24 +224,36 @@ func newClient(endpoints []string) (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 }
 
-// Target runs workloads through one etcd client connected to every member,
-// as an application would.
+// Target runs workloads through etcd clients, each connected to every
+// member; every call picks one of them at random.
 type Target struct {
-	cli     *clientv3.Client
+	clis    []*clientv3.Client
 	retries atomic.Int64
 }
 
-// NewTarget connects to endpoints.
-func NewTarget(endpoints []string) (*Target, error) {
-	cli, err := newClient(endpoints)
-	if err != nil {
-		return nil, err
+// NewTarget connects n clients (at least 1) to endpoints.
+func NewTarget(endpoints []string, n int) (*Target, error) {
+	t := &Target{}
+	for range max(n, 1) {
+		cli, err := newClient(endpoints)
+		if err != nil {
+			t.Close()
+			return nil, err
+		}
+		t.clis = append(t.clis, cli)
 	}
-	return &Target{cli: cli}, nil
+	return t, nil
 }
 
-// Close closes the client.
-func (t *Target) Close() error { return t.cli.Close() }
+// Close closes the clients.
+func (t *Target) Close() error {
+	for _, c := range t.clis {
+		c.Close()
+	}
+	return nil
+}
+
+func (t *Target) pick(rng *rand.Rand) *clientv3.Client { return t.clis[rng.IntN(len(t.clis))] }
 
 // TakeRetries returns the compare-and-swap conflicts retried since the last
 // call.
@@ -259,7 +271,7 @@ func (t *Target) Prepare(ctx context.Context, w string, objects int) (loadgen.Op
 	value := strings.Repeat("v", loadgen.ValueBytes)
 	kv := keys("kv", objects)
 	put := func(ctx context.Context, rng *rand.Rand) error {
-		_, err := t.cli.Put(ctx, kv[rng.IntN(len(kv))], value)
+		_, err := t.pick(rng).Put(ctx, kv[rng.IntN(len(kv))], value)
 		return err
 	}
 	t.retries.Store(0)
@@ -268,19 +280,21 @@ func (t *Target) Prepare(ctx context.Context, w string, objects int) (loadgen.Op
 		return put, nil
 	case "incr":
 		ctrs := keys("ctr", objects)
-		return func(ctx context.Context, rng *rand.Rand) error { return t.increment(ctx, ctrs[rng.IntN(len(ctrs))]) }, nil
+		return func(ctx context.Context, rng *rand.Rand) error {
+			return t.increment(ctx, t.pick(rng), ctrs[rng.IntN(len(ctrs))])
+		}, nil
 	case "hot":
-		return func(ctx context.Context, _ *rand.Rand) error { return t.increment(ctx, "/bench/hot") }, nil
+		return func(ctx context.Context, rng *rand.Rand) error { return t.increment(ctx, t.pick(rng), "/bench/hot") }, nil
 	case "read":
 		err := loadgen.Parallel(ctx, len(kv), loadgen.DefaultCallers, "read: writing keys", nil, func(ctx context.Context, i int) error {
-			_, err := t.cli.Put(ctx, kv[i], value)
+			_, err := t.clis[i%len(t.clis)].Put(ctx, kv[i], value)
 			return err
 		})
 		if err != nil {
 			return nil, fmt.Errorf("writing the keys to read: %w", err)
 		}
 		return func(ctx context.Context, rng *rand.Rand) error {
-			resp, err := t.cli.Get(ctx, kv[rng.IntN(len(kv))])
+			resp, err := t.pick(rng).Get(ctx, kv[rng.IntN(len(kv))])
 			if err == nil && len(resp.Kvs) != 1 {
 				err = errors.New("etcd: key written before the run is missing")
 			}
@@ -293,9 +307,9 @@ func (t *Target) Prepare(ctx context.Context, w string, objects int) (loadgen.Op
 // increment adds one to the decimal counter at key with the compare-and-swap
 // loop etcd users write: read value and ModRevision, then a Txn that puts
 // n+1 only if the key's ModRevision is unchanged (0: still absent).
-func (t *Target) increment(ctx context.Context, key string) error {
+func (t *Target) increment(ctx context.Context, cli *clientv3.Client, key string) error {
 	for {
-		resp, err := t.cli.Get(ctx, key)
+		resp, err := cli.Get(ctx, key)
 		if err != nil {
 			return err
 		}
@@ -307,7 +321,7 @@ func (t *Target) increment(ctx context.Context, key string) error {
 				return fmt.Errorf("etcd: counter %s holds %q", key, resp.Kvs[0].Value)
 			}
 		}
-		txn, err := t.cli.Txn(ctx).
+		txn, err := cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
 			Then(clientv3.OpPut(key, strconv.FormatInt(n+1, 10))).
 			Commit()
@@ -325,13 +339,13 @@ var _ loadgen.Target = (*Target)(nil)
 
 // Run starts etcd, runs workloads against it one after the other and stops
 // it.
-func Run(ctx context.Context, bin, dir string, workloads []string, cfg loadgen.Config, log io.Writer) ([]loadgen.Result, error) {
+func Run(ctx context.Context, bin, dir string, clients int, workloads []string, cfg loadgen.Config, log io.Writer) ([]loadgen.Result, error) {
 	c, err := Start(ctx, bin, dir, log)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	t, err := NewTarget(c.Endpoints)
+	t, err := NewTarget(c.Endpoints, clients)
 	if err != nil {
 		return nil, err
 	}
