@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/duro-io/duro"
@@ -155,13 +156,13 @@ func runScale(env *benchEnv, objects, active, sample, callers int) (*scaleResult
 	res.DiskBytesPerObjectReplica = res.DiskBytesPerObject / float64(len(cl.Nodes))
 
 	// Restart every node: nothing active, memory as after a fresh start.
-	// SIGKILL rather than SIGTERM: every write is already durable, and
-	// durod stopped on every node at once can take 10 s or more to exit
-	// (see docs/benchmarks.md).
 	fmt.Fprintln(env.stderr, "scale: restarting every node")
+	var wg sync.WaitGroup
 	for _, n := range cl.Nodes {
-		n.Kill()
+		wg.Add(1)
+		go func() { defer wg.Done(); n.Stop() }()
 	}
+	wg.Wait()
 	for _, n := range cl.Nodes {
 		if err := n.Start(); err != nil {
 			return res, err
@@ -264,14 +265,26 @@ func scaleMemory(ctx context.Context, cl *local.Cluster) ([]memSample, error) {
 			return nil, err
 		}
 	}
-	time.Sleep(time.Second)
-	var out []memSample
-	for _, n := range cl.Nodes {
-		var m memSample
-		var err error
-		if m.rss, err = n.RSS(); err != nil {
-			return nil, err
+	// The Go runtime returns freed memory to the OS gradually: wait until
+	// every node's VmRSS has held within 1 MiB for 3 s (at most 30 s).
+	rss := make([]int64, len(cl.Nodes))
+	for stable, start := 0, time.Now(); stable < 3 && time.Since(start) < 30*time.Second; {
+		time.Sleep(time.Second)
+		stable++
+		for i, n := range cl.Nodes {
+			v, err := n.RSS()
+			if err != nil {
+				return nil, err
+			}
+			if d := v - rss[i]; d > 1<<20 || d < -(1<<20) {
+				stable = 0
+			}
+			rss[i] = v
 		}
+	}
+	var out []memSample
+	for i, n := range cl.Nodes {
+		m := memSample{rss: rss[i]}
 		body, err := fetch("http://" + n.HTTP + "/metrics")
 		if err != nil {
 			return nil, err
