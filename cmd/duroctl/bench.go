@@ -314,6 +314,11 @@ func compareCmd(env *benchEnv) *cobra.Command {
 			if res.Etcd, err = etcdbench.Run(env.ctx, bin, etcdDir, etcdClients, ws, cfg, env.stderr); err != nil {
 				return err
 			}
+			for i, d := range res.Duro {
+				e := res.Etcd[i]
+				res.Ratio = append(res.Ratio, ratio{Workload: d.Workload, OpsPerS: div(d.OpsPerS, e.OpsPerS),
+					P50: div(d.P50ms, e.P50ms), P99: div(d.P99ms, e.P99ms), P999: div(d.P999ms, e.P999ms)})
+			}
 			printCompare(env.stdout, &res)
 			return env.writeJSON(res)
 		},
@@ -335,8 +340,7 @@ func printCompare(w io.Writer, res *compareResult) {
 		}
 		row("duro", d, "-")
 		row("etcd", e, fmt.Sprint(e.Retries))
-		q := ratio{Workload: d.Workload, OpsPerS: div(d.OpsPerS, e.OpsPerS), P50: div(d.P50ms, e.P50ms), P99: div(d.P99ms, e.P99ms), P999: div(d.P999ms, e.P999ms)}
-		res.Ratio = append(res.Ratio, q)
+		q := res.Ratio[i]
 		fmt.Fprintf(w, "%-6s %8s %8s  %-9s %9.2fx %9.2fx %9.2fx %9.2fx\n", d.Workload, "", "", "duro/etcd", q.OpsPerS, q.P50, q.P99, q.P999)
 	}
 	fmt.Fprintln(w, "duro/etcd: above 1 is better for OPS/S, below 1 is better for latencies. Both clusters ran on this machine, one after the other.")
