@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/duro-io/duro"
@@ -39,6 +40,8 @@ type scaleResult struct {
 	Objects       int     `json:"objects"`
 	CreateSeconds float64 `json:"create_seconds"`
 	CreatePerS    float64 `json:"create_per_s"`
+	// FailedCreates counts create calls that failed and were tried again.
+	FailedCreates int64 `json:"failed_creates"`
 	// du of the three nodes' data directories after creating the objects;
 	// per object, and per object and replica (divided by the node count).
 	DiskBytes                 int64   `json:"disk_bytes"`
@@ -130,14 +133,27 @@ func runScale(env *benchEnv, objects, active, sample, callers int) (*scaleResult
 
 	res := &scaleResult{Objects: objects, Sample: sample}
 	start := time.Now()
+	// A Put is idempotent, so a call that failed (even one that may have
+	// applied) is tried again, up to 3 times; the failures are reported.
+	var failedCreates atomic.Int64
 	err = loadgen.Parallel(ctx, objects, callers, "scale: creating objects", env.stderr, func(ctx context.Context, i int) error {
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if _, err := kv.Get(id(i)).CallRaw(cctx, "Put", putArg); err != nil {
+		var err error
+		for range 3 {
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			_, err = kv.Get(id(i)).CallRaw(cctx, "Put", putArg)
+			cancel()
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			failedCreates.Add(1)
+			fmt.Fprintf(env.stderr, "\nscale: creating object %d failed, trying again: %v\n", i, err)
+		}
+		if err != nil {
 			return fmt.Errorf("creating object %d: %w", i, err)
 		}
 		return nil
 	})
+	res.FailedCreates = failedCreates.Load()
 	c.Close()
 	if err != nil {
 		return nil, err
@@ -320,7 +336,8 @@ func metricValues(body []byte, names ...string) map[string]int64 {
 }
 
 func printScale(w io.Writer, r *scaleResult) {
-	fmt.Fprintf(w, "objects created: %d in %.0f s (%.0f/s), one 64-byte key each\n", r.Objects, r.CreateSeconds, r.CreatePerS)
+	fmt.Fprintf(w, "objects created: %d in %.0f s (%.0f/s), one 64-byte key each; %d create calls failed and were tried again\n",
+		r.Objects, r.CreateSeconds, r.CreatePerS, r.FailedCreates)
 	fmt.Fprintf(w, "disk: %d bytes in all = %.0f bytes/object (%.0f per object per replica)\n", r.DiskBytes, r.DiskBytesPerObject, r.DiskBytesPerObjectReplica)
 	if len(r.Nodes) == 0 {
 		return
