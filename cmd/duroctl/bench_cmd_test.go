@@ -77,8 +77,10 @@ func TestBenchCommands(t *testing.T) {
 		if res.Objects != 200 || res.DiskBytes <= 0 || res.DiskBytesPerObject*200 != float64(res.DiskBytes) || len(res.Nodes) != 3 {
 			t.Errorf("disk: %+v", res)
 		}
-		// Exactly the objects the run touched after the restart are active.
-		if res.Active != 100 || res.ColdP50ms <= 0 || res.WarmP50ms <= 0 || res.ColdP99ms < res.ColdP50ms {
+		// At most the objects the run touched after the restart are active:
+		// all 100 unless a shard changed leader meanwhile (which resets its
+		// objects; a loaded machine can cause that).
+		if res.Active <= 0 || res.Active > 100 || res.ColdP50ms <= 0 || res.WarmP50ms <= 0 || res.ColdP99ms < res.ColdP50ms {
 			t.Errorf("activation: %+v", res)
 		}
 		for _, n := range res.Nodes {
