@@ -3,8 +3,9 @@ GO      ?= go
 BIN     := bin
 PEERS   := n1=127.0.0.1:7071,n2=127.0.0.1:7072,n3=127.0.0.1:7073
 TESTFLAGS ?=
+BENCHFLAGS ?=
 
-.PHONY: help build run test lint proto clean fuzz
+.PHONY: help build run test lint proto clean fuzz bench bench-compare bench-failover bench-scale
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -40,6 +41,19 @@ proto: ## regenerate rpc/pb from duro.proto (needs protoc)
 fuzz: ## run each fuzz target for 30 s
 	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime 30s ./fsm
 	$(GO) test -run XXX -fuzz FuzzParseID -fuzztime 30s .
+
+bench: build ## duroctl bench: put, incr, hot, seq, read on a local 3-node cluster (BENCHFLAGS="--duration 30s ...")
+	$(BIN)/duroctl bench $(BENCHFLAGS)
+
+bench-compare: build ## the bench workloads on duro, then on a local 3-member etcd: one table with the ratios
+	command -v etcd >/dev/null || apt-get install -y etcd-server || (apt-get update && apt-get install -y etcd-server)
+	$(BIN)/duroctl bench compare $(BENCHFLAGS)
+
+bench-failover: build ## SIGKILL the busiest leader under incr load, 5 trials: failover time, failed calls, no lost increments
+	$(BIN)/duroctl bench failover $(BENCHFLAGS)
+
+bench-scale: build ## many objects: disk per object, RSS per active object, activation latency (BENCHFLAGS="--objects 1000000")
+	$(BIN)/duroctl bench scale $(BENCHFLAGS)
 
 clean: ## remove binaries and local data
 	rm -rf $(BIN) data

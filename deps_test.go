@@ -17,6 +17,8 @@ func TestImportBoundaries(t *testing.T) {
 		{"github.com/duro-io/duro/shard", []string{"google.golang.org/grpc", "github.com/duro-io/duro/rpc", "github.com/spf13/viper"}},
 		{"github.com/duro-io/duro/client", []string{"github.com/duro-io/duro/shard", "github.com/duro-io/duro/fsm", "github.com/hashicorp/raft", "github.com/spf13/viper"}},
 		{"github.com/duro-io/duro/config", []string{"google.golang.org/grpc", "github.com/hashicorp/raft"}},
+		// The etcd client is for `duroctl bench compare` only.
+		{"github.com/duro-io/duro/cmd/durod", []string{"go.etcd.io/etcd"}},
 	}
 	for _, r := range rules {
 		deps, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", r.pkg).Output()

@@ -6,289 +6,349 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
 
+	"github.com/duro-io/duro"
 	"github.com/duro-io/duro/client"
+	"github.com/duro-io/duro/cmd/duroctl/etcdbench"
+	"github.com/duro-io/duro/cmd/duroctl/internal/loadgen"
+	"github.com/duro-io/duro/cmd/duroctl/internal/local"
 	"github.com/spf13/cobra"
 )
 
-type benchResult struct {
-	Workload string  `json:"workload"`
-	Callers  int     `json:"callers"`
-	Objects  int     `json:"objects"`
-	Seconds  float64 `json:"seconds"`
-	Ops      int64   `json:"ops"`
-	Errors   int64   `json:"errors"`
-	OpsPerS  float64 `json:"ops_per_s"`
-	P50ms    float64 `json:"p50_ms"`
-	P99ms    float64 `json:"p99_ms"`
-	P999ms   float64 `json:"p999_ms"`
+// benchEnv is what every bench subcommand shares: where output goes, the
+// cluster to target and the flags common to all of them.
+type benchEnv struct {
+	ctx            context.Context
+	endpoints      func() []string
+	endpointsSet   func() bool
+	stdout, stderr io.Writer
+
+	jsonOut string // --json
+	dataDir string // --data-dir
+	durod   string // --durod
+}
+
+// workloadFlags are the flags of the workload runs (bench and bench compare).
+type workloadFlags struct {
+	workloads string
+	callers   int
+	objects   int
+	duration  time.Duration
+}
+
+func (f *workloadFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.workloads, "workloads", strings.Join(loadgen.Workloads, ","), "comma-separated workloads")
+	cmd.Flags().IntVar(&f.callers, "callers", loadgen.DefaultCallers, "concurrent callers (seq always uses 1)")
+	cmd.Flags().IntVar(&f.objects, "objects", loadgen.DefaultObjects, "objects (hot always uses 1)")
+	cmd.Flags().DurationVar(&f.duration, "duration", 10*time.Second, "time per workload")
+}
+
+func (f *workloadFlags) parse(progress io.Writer) ([]string, loadgen.Config, error) {
+	ws, err := loadgen.ParseWorkloads(f.workloads)
+	if err != nil {
+		return nil, loadgen.Config{}, err
+	}
+	if f.callers < 1 || f.objects < 1 || f.duration <= 0 {
+		return nil, loadgen.Config{}, fmt.Errorf("--callers and --objects must be at least 1 and --duration positive, got %d, %d and %s", f.callers, f.objects, f.duration)
+	}
+	return ws, loadgen.Config{Callers: f.callers, Objects: f.objects, Duration: f.duration, Progress: progress}, nil
 }
 
 func benchCmd(ctx context.Context, endpoints func() []string, endpointsSet func() bool, stdout, stderr io.Writer) *cobra.Command {
-	var (
-		workloads string
-		callers   int
-		objects   int
-		duration  time.Duration
-		jsonOut   string
-		dataDir   string
-	)
+	env := &benchEnv{ctx: ctx, endpoints: endpoints, endpointsSet: endpointsSet, stdout: stdout, stderr: stderr}
+	var wf workloadFlags
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "run workloads (put, incr, hot, seq, read) through the SDK and print ops/s and latency",
-		Long: "bench runs each workload for --duration. Without --endpoints it starts a local 3-node\n" +
-			"cluster (fsync on) from the durod binary next to duroctl, in a temporary directory.",
+		Long: "bench runs each workload for --duration and prints ops/s, p50, p99, p99.9 and errors;\n" +
+			"a progress line on stderr updates while it runs. Without --endpoints it starts a local\n" +
+			"3-node cluster (fsync on) from the durod binary next to duroctl, in a temporary directory.\n\n" +
+			"  put   64 callers, 1,000 kv objects, kv.Put of a 64-byte value\n" +
+			"  incr  64 callers, 1,000 counters, counter.Increment\n" +
+			"  hot   64 callers, one counter\n" +
+			"  seq   one caller, sequential kv.Put (latency)\n" +
+			"  read  64 callers, kv.Get of keys written first\n\n" +
+			"The subcommands compare with etcd and measure failover and scale. bench ignores --timeout.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, stop, err := connect(ctx, endpoints(), !endpointsSet(), dataDir, stderr)
+			ws, cfg, err := wf.parse(stderr)
 			if err != nil {
 				return err
 			}
-			defer stop()
-			var results []benchResult
-			fmt.Fprintf(stdout, "%-6s %8s %8s %10s %9s %9s %9s %7s\n", "WORK", "CALLERS", "OBJECTS", "OPS/S", "P50", "P99", "P99.9", "ERRORS")
-			for _, w := range strings.Split(workloads, ",") {
-				r, err := runWorkload(ctx, c, strings.TrimSpace(w), callers, objects, duration, stderr)
-				if err != nil {
-					return err
+			results, err := env.runDuro(ws, cfg, func(r loadgen.Result) {
+				if r.Workload == ws[0] {
+					fmt.Fprintln(stdout, benchHeader)
 				}
-				results = append(results, r)
-				fmt.Fprintf(stdout, "%-6s %8d %8d %10.0f %8.1fms %8.1fms %8.1fms %7d\n", r.Workload, r.Callers, r.Objects, r.OpsPerS, r.P50ms, r.P99ms, r.P999ms, r.Errors)
+				fmt.Fprintln(stdout, benchRow(r))
+			})
+			if err != nil {
+				return err
 			}
-			if jsonOut != "" {
-				b, _ := json.MarshalIndent(results, "", "  ")
-				if jsonOut == "-" {
-					_, err = stdout.Write(append(b, '\n'))
-					return err
-				}
-				return os.WriteFile(jsonOut, append(b, '\n'), 0o644)
-			}
-			return nil
+			return env.writeJSON(results)
 		},
 	}
-	cmd.Flags().StringVar(&workloads, "workloads", "put,incr,hot,seq,read", "comma-separated workloads")
-	cmd.Flags().IntVar(&callers, "callers", 64, "concurrent callers (seq always uses 1)")
-	cmd.Flags().IntVar(&objects, "objects", 1000, "objects (hot always uses 1)")
-	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "time per workload")
-	cmd.Flags().StringVar(&jsonOut, "json", "", "write results as JSON to this file ('-' for stdout)")
-	cmd.Flags().StringVar(&dataDir, "data-dir", "", "data directory of the local cluster (default: a temporary one)")
+	wf.add(cmd)
+	cmd.PersistentFlags().StringVar(&env.jsonOut, "json", "", "also write the results as JSON to this file ('-' for stdout)")
+	cmd.PersistentFlags().StringVar(&env.dataDir, "data-dir", "", "data directory of the local cluster(s) (default: a temporary one, removed afterwards)")
+	cmd.PersistentFlags().StringVar(&env.durod, "durod", "", "durod binary of the local cluster (default: next to duroctl, then PATH)")
+	cmd.AddCommand(compareCmd(env), failoverCmd(env), scaleCmd(env))
 	return cmd
+}
+
+const benchHeader = "WORK    CALLERS  OBJECTS      OPS/S        P50        P99      P99.9   ERRORS"
+
+func benchRow(r loadgen.Result) string {
+	return fmt.Sprintf("%-6s %8d %8d %10.0f %8.2fms %8.2fms %8.2fms %8d", r.Workload, r.Callers, r.Objects, r.OpsPerS, r.P50ms, r.P99ms, r.P999ms, r.Errors)
+}
+
+// writeJSON writes v to --json, if set.
+func (env *benchEnv) writeJSON(v any) error {
+	if env.jsonOut == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	if env.jsonOut == "-" {
+		_, err = env.stdout.Write(b)
+		return err
+	}
+	return os.WriteFile(env.jsonOut, b, 0o644)
+}
+
+// startLocal starts a local cluster and waits until every shard has a
+// leader known to every node.
+func (env *benchEnv) startLocal(dir string, http bool, args ...string) (*local.Cluster, error) {
+	c, err := local.Start(env.ctx, local.Options{Durod: env.durod, Dir: dir, HTTP: http, Args: args, Log: env.stderr})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(env.ctx, time.Minute)
+	defer cancel()
+	if err := c.WaitHealthy(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// dial connects to --endpoints, or to a local cluster it starts (stopped by
+// the returned function), and waits until calls succeed on every shard.
+func (env *benchEnv) dial(dir string) (*client.Client, func(), error) {
+	eps, stop := env.endpoints(), func() {}
+	if !env.endpointsSet() {
+		c, err := env.startLocal(dir, false)
+		if err != nil {
+			return nil, nil, err
+		}
+		eps, stop = c.Endpoints(), c.Close
+	}
+	dctx, cancel := context.WithTimeout(env.ctx, 30*time.Second)
+	c, err := client.Dial(dctx, eps)
+	cancel()
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	if err := waitReady(env.ctx, c); err != nil {
+		c.Close()
+		stop()
+		return nil, nil, err
+	}
+	return c, func() { c.Close(); stop() }, nil
+}
+
+// runDuro runs workloads against duro one after the other, calling each with
+// every result as it comes.
+func (env *benchEnv) runDuro(ws []string, cfg loadgen.Config, each func(loadgen.Result)) ([]loadgen.Result, error) {
+	c, stop, err := env.dial(env.dataDir)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	t := duroTarget{c}
+	var out []loadgen.Result
+	for _, w := range ws {
+		r, err := loadgen.RunWorkload(env.ctx, t, w, cfg)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, r)
+		each(r)
+	}
+	return out, nil
+}
+
+// waitReady makes a call on many objects, so that (with high probability)
+// every shard has a leader that serves calls.
+func waitReady(ctx context.Context, c *client.Client) error {
+	ns := c.Namespace("counter")
+	return loadgen.Parallel(ctx, c.Shards()*4, 16, "", nil, func(ctx context.Context, i int) error {
+		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		if err := ns.Get(ns.IDFromName(fmt.Sprintf("bench-ready-%d", i))).Call(cctx, "Get", nil, nil); err != nil {
+			return fmt.Errorf("cluster not ready: %w", err)
+		}
+		return nil
+	})
+}
+
+// duroTarget runs the workloads through the Go SDK with the builtin kv and
+// counter classes. IDs and arguments are computed before the run so the load
+// generator spends its CPU on calls.
+type duroTarget struct{ c *client.Client }
+
+func ids(ns *client.Namespace, prefix string, n int) []duro.ID {
+	out := make([]duro.ID, n)
+	for i := range out {
+		out[i] = ns.IDFromName(fmt.Sprintf("%s%d", prefix, i))
+	}
+	return out
+}
+
+var (
+	putArg = []byte(`{"key":"k","value":"` + strings.Repeat("v", loadgen.ValueBytes) + `"}`)
+	getArg = []byte(`{"key":"k"}`)
+	oneArg = []byte(`1`)
+)
+
+func (t duroTarget) Prepare(ctx context.Context, w string, objects int) (loadgen.Op, error) {
+	kv, ctr := t.c.Namespace("kv"), t.c.Namespace("counter")
+	call := func(ns *client.Namespace, ids []duro.ID, method string, arg []byte) loadgen.Op {
+		return func(ctx context.Context, rng *rand.Rand) error {
+			_, err := ns.Get(ids[rng.IntN(len(ids))]).CallRaw(ctx, method, arg)
+			return err
+		}
+	}
+	switch w {
+	case "put", "seq":
+		return call(kv, ids(kv, "o", objects), "Put", putArg), nil
+	case "incr":
+		return call(ctr, ids(ctr, "c", objects), "Increment", oneArg), nil
+	case "hot":
+		return call(ctr, []duro.ID{ctr.IDFromName("hot")}, "Increment", oneArg), nil
+	case "read":
+		keys := ids(kv, "o", objects)
+		err := loadgen.Parallel(ctx, len(keys), loadgen.DefaultCallers, "", nil, func(ctx context.Context, i int) error {
+			_, err := kv.Get(keys[i]).CallRaw(ctx, "Put", putArg)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("writing the keys to read: %w", err)
+		}
+		return func(ctx context.Context, rng *rand.Rand) error {
+			var r struct{ Found bool }
+			if err := kv.Get(keys[rng.IntN(len(keys))]).Call(ctx, "Get", json.RawMessage(getArg), &r); err != nil {
+				return err
+			}
+			if !r.Found {
+				return fmt.Errorf("kv: key written before the run is missing")
+			}
+			return nil
+		}, nil
+	}
+	return nil, fmt.Errorf("unknown workload %q", w)
+}
+
+// compareResult is the JSON of `duroctl bench compare`.
+type compareResult struct {
+	Duro  []loadgen.Result `json:"duro"`
+	Etcd  []loadgen.Result `json:"etcd"`
+	Ratio []ratio          `json:"ratio"`
+}
+
+// ratio is duro's figure divided by etcd's: above 1 is better for ops/s,
+// below 1 is better for latencies.
+type ratio struct {
+	Workload string  `json:"workload"`
+	OpsPerS  float64 `json:"ops_per_s"`
+	P50      float64 `json:"p50"`
+	P99      float64 `json:"p99"`
+	P999     float64 `json:"p999"`
+}
+
+func div(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+func compareCmd(env *benchEnv) *cobra.Command {
+	var wf workloadFlags
+	var etcdBin string
+	var install bool
+	var etcdClients int
+	cmd := &cobra.Command{
+		Use:   "compare",
+		Short: "run the bench workloads on duro, then on a local 3-member etcd, and print one table with the ratios",
+		Long: "compare runs every workload on duro (a local 3-node cluster, or --endpoints), then starts\n" +
+			"a 3-member etcd cluster on loopback (fsync on, data in a temporary directory) and runs the\n" +
+			"same workloads with the same callers and objects through go.etcd.io/etcd/client/v3:\n" +
+			"put = Put; incr and hot = Get then Txn compare-and-swap on ModRevision, retried on\n" +
+			"conflict; seq = sequential Put; read = linearizable Get. The two never run at once.\n" +
+			"etcd-server is installed with apt-get when etcd is not on PATH (root only).",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ws, cfg, err := wf.parse(env.stderr)
+			if err != nil {
+				return err
+			}
+			bin, err := etcdbench.FindEtcd(env.ctx, etcdBin, install, env.stderr)
+			if err != nil {
+				return err
+			}
+			var res compareResult
+			if res.Duro, err = env.runDuro(ws, cfg, func(r loadgen.Result) { fmt.Fprintln(env.stderr, "duro", benchRow(r)) }); err != nil {
+				return err
+			}
+			etcdDir := ""
+			if env.dataDir != "" {
+				etcdDir = env.dataDir + "-etcd"
+			}
+			if res.Etcd, err = etcdbench.Run(env.ctx, bin, etcdDir, etcdClients, ws, cfg, env.stderr); err != nil {
+				return err
+			}
+			for i, d := range res.Duro {
+				e := res.Etcd[i]
+				res.Ratio = append(res.Ratio, ratio{Workload: d.Workload, OpsPerS: div(d.OpsPerS, e.OpsPerS),
+					P50: div(d.P50ms, e.P50ms), P99: div(d.P99ms, e.P99ms), P999: div(d.P999ms, e.P999ms)})
+			}
+			printCompare(env.stdout, &res)
+			return env.writeJSON(res)
+		},
+	}
+	wf.add(cmd)
+	cmd.Flags().StringVar(&etcdBin, "etcd", "", "etcd server binary (default: etcd on PATH, installed with apt-get when absent)")
+	cmd.Flags().BoolVar(&install, "install-etcd", true, "install Debian's etcd-server with apt-get when etcd is not found")
+	cmd.Flags().IntVar(&etcdClients, "etcd-clients", 1, "etcd clients (connections) the callers share; each call picks one at random")
+	return cmd
+}
+
+func printCompare(w io.Writer, res *compareResult) {
+	fmt.Fprintln(w, "WORK    CALLERS  OBJECTS  SYSTEM          OPS/S        P50        P99      P99.9   ERRORS  CAS-RETRIES")
+	for i, d := range res.Duro {
+		e := res.Etcd[i]
+		row := func(sys string, r loadgen.Result, retries string) {
+			fmt.Fprintf(w, "%-6s %8d %8d  %-9s %10.0f %8.2fms %8.2fms %8.2fms %8d  %11s\n",
+				r.Workload, r.Callers, r.Objects, sys, r.OpsPerS, r.P50ms, r.P99ms, r.P999ms, r.Errors, retries)
+		}
+		row("duro", d, "-")
+		row("etcd", e, fmt.Sprint(e.Retries))
+		q := res.Ratio[i]
+		fmt.Fprintf(w, "%-6s %8s %8s  %-9s %9.2fx %9.2fx %9.2fx %9.2fx\n", d.Workload, "", "", "duro/etcd", q.OpsPerS, q.P50, q.P99, q.P999)
+	}
+	fmt.Fprintln(w, "duro/etcd: above 1 is better for OPS/S, below 1 is better for latencies. Both clusters ran on this machine, one after the other.")
 }
 
 // connect dials endpoints, or a local 3-node cluster it starts first when
 // local is set, and waits until every shard answers; stop closes both.
 func connect(ctx context.Context, endpoints []string, local bool, dataDir string, stderr io.Writer) (*client.Client, func(), error) {
-	stopCluster := func() {}
-	if local {
-		stop, addrs, err := startLocalCluster(ctx, dataDir, stderr)
-		if err != nil {
-			return nil, nil, err
-		}
-		stopCluster, endpoints = stop, addrs
-	}
-	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	c, err := client.Dial(dctx, endpoints)
-	cancel()
-	if err != nil {
-		stopCluster()
-		return nil, nil, err
-	}
-	stop := func() { c.Close(); stopCluster() }
-	if err := waitReady(ctx, c); err != nil {
-		stop()
-		return nil, nil, err
-	}
-	return c, stop, nil
-}
-
-func waitReady(ctx context.Context, c *client.Client) error {
-	ns := c.Namespace("counter")
-	for i := 0; i < c.Shards()*4; i++ {
-		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		err := ns.Get(ns.IDFromName(fmt.Sprintf("bench-ready-%d", i))).Call(cctx, "Get", nil, nil)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("cluster not ready: %w", err)
-		}
-	}
-	return nil
-}
-
-func runWorkload(ctx context.Context, c *client.Client, w string, callers, objects int, d time.Duration, progress io.Writer) (benchResult, error) {
-	r := benchResult{Workload: w, Callers: callers, Objects: objects}
-	var op func(ctx context.Context, caller int, rng *rand.Rand) error
-	kv, ctr := c.Namespace("kv"), c.Namespace("counter")
-	value := strings.Repeat("v", 64)
-	switch w {
-	case "put":
-		op = func(ctx context.Context, _ int, rng *rand.Rand) error {
-			i := rng.IntN(objects)
-			return kv.Get(kv.IDFromName(fmt.Sprintf("o%d", i))).Call(ctx, "Put", map[string]string{"key": "k", "value": value}, nil)
-		}
-	case "incr":
-		op = func(ctx context.Context, _ int, rng *rand.Rand) error {
-			return ctr.Get(ctr.IDFromName(fmt.Sprintf("c%d", rng.IntN(objects)))).Call(ctx, "Increment", 1, nil)
-		}
-	case "hot":
-		r.Objects = 1
-		hot := ctr.Get(ctr.IDFromName("hot"))
-		op = func(ctx context.Context, _ int, _ *rand.Rand) error { return hot.Call(ctx, "Increment", 1, nil) }
-	case "seq":
-		r.Callers = 1
-		op = func(ctx context.Context, _ int, rng *rand.Rand) error {
-			return kv.Get(kv.IDFromName(fmt.Sprintf("o%d", rng.IntN(objects)))).Call(ctx, "Put", map[string]string{"key": "k", "value": value}, nil)
-		}
-	case "read":
-		// Make sure the keys exist first.
-		for i := 0; i < objects; i++ {
-			if err := kv.Get(kv.IDFromName(fmt.Sprintf("o%d", i))).Call(ctx, "Put", map[string]string{"key": "k", "value": value}, nil); err != nil {
-				return r, fmt.Errorf("read: preparing keys: %w", err)
-			}
-		}
-		op = func(ctx context.Context, _ int, rng *rand.Rand) error {
-			return kv.Get(kv.IDFromName(fmt.Sprintf("o%d", rng.IntN(objects)))).Call(ctx, "Get", map[string]string{"key": "k"}, nil)
-		}
-	default:
-		return r, fmt.Errorf("unknown workload %q (want put, incr, hot, seq or read)", w)
-	}
-	var (
-		mu   sync.Mutex // guards lats
-		lats []time.Duration
-		ops  atomic.Int64
-		errs atomic.Int64
-		wg   sync.WaitGroup
-	)
-	start := time.Now()
-	deadline := start.Add(d)
-	stopProgress := make(chan struct{})
-	go func() {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-stopProgress:
-				fmt.Fprintf(progress, "\r%*s\r", 60, "")
-				return
-			case <-t.C:
-				el := time.Since(start).Seconds()
-				fmt.Fprintf(progress, "\r%s: %4.0fs  %8d ops  %8.0f ops/s  %d errors", w, el, ops.Load(), float64(ops.Load())/el, errs.Load())
-			}
-		}
-	}()
-	for i := 0; i < r.Callers; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(i), uint64(start.UnixNano())))
-			local := make([]time.Duration, 0, 4096)
-			for time.Now().Before(deadline) && ctx.Err() == nil {
-				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				t0 := time.Now()
-				err := op(cctx, i, rng)
-				cancel()
-				if err != nil {
-					errs.Add(1)
-					continue
-				}
-				local = append(local, time.Since(t0))
-				ops.Add(1)
-			}
-			mu.Lock()
-			lats = append(lats, local...)
-			mu.Unlock()
-		}(i)
-	}
-	wg.Wait()
-	close(stopProgress)
-	el := time.Since(start)
-	slices.Sort(lats)
-	pct := func(p float64) float64 {
-		if len(lats) == 0 {
-			return 0
-		}
-		return float64(lats[min(len(lats)-1, int(p*float64(len(lats))))].Microseconds()) / 1000
-	}
-	r.Seconds, r.Ops, r.Errors = el.Seconds(), ops.Load(), errs.Load()
-	r.OpsPerS = float64(r.Ops) / el.Seconds()
-	r.P50ms, r.P99ms, r.P999ms = pct(0.50), pct(0.99), pct(0.999)
-	return r, nil
-}
-
-// startLocalCluster starts 3 durod processes on free loopback ports.
-func startLocalCluster(ctx context.Context, dir string, stderr io.Writer) (func(), []string, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, nil, err
-	}
-	durod := filepath.Join(filepath.Dir(self), "durod")
-	if _, err := os.Stat(durod); err != nil {
-		if p, lerr := exec.LookPath("durod"); lerr == nil {
-			durod = p
-		} else {
-			return nil, nil, fmt.Errorf("bench: durod not found next to duroctl (%s) or on PATH; build it (make build) or pass --endpoints", durod)
-		}
-	}
-	tmp := dir == ""
-	if tmp {
-		if dir, err = os.MkdirTemp("", "duro-bench-*"); err != nil {
-			return nil, nil, err
-		}
-	}
-	var addrs, peers []string
-	for i := 1; i <= 3; i++ {
-		a, err := freeAddr()
-		if err != nil {
-			return nil, nil, err
-		}
-		addrs = append(addrs, a)
-		peers = append(peers, fmt.Sprintf("n%d=%s", i, a))
-	}
-	var procs []*exec.Cmd
-	stop := func() {
-		for _, p := range procs {
-			p.Process.Signal(syscall.SIGTERM)
-		}
-		for _, p := range procs {
-			p.Wait()
-		}
-		if tmp {
-			os.RemoveAll(dir)
-		}
-	}
-	for i, a := range addrs {
-		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("n%d.log", i+1)))
-		if err != nil {
-			stop()
-			return nil, nil, err
-		}
-		p := exec.Command(durod, "--node-id", fmt.Sprintf("n%d", i+1), "--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-			"--listen", a, "--http", "", "--peers", strings.Join(peers, ","), "--log-level", "warn")
-		p.Stdout, p.Stderr = logf, logf
-		if err := p.Start(); err != nil {
-			stop()
-			return nil, nil, err
-		}
-		procs = append(procs, p)
-	}
-	fmt.Fprintf(stderr, "bench: local 3-node cluster on %s (data in %s)\n", strings.Join(addrs, ","), dir)
-	return stop, addrs, nil
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	env := &benchEnv{ctx: ctx, endpoints: func() []string { return endpoints }, endpointsSet: func() bool { return !local }, stderr: stderr}
+	return env.dial(dataDir)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/duro-io/duro"
 	"github.com/duro-io/duro/client"
+	"github.com/duro-io/duro/cmd/duroctl/internal/loadgen"
 	"github.com/duro-io/duro/cmd/durod/builtin"
 	"github.com/duro-io/duro/cmd/durod/server"
 	"github.com/duro-io/duro/config"
@@ -43,7 +44,7 @@ func TestBenchSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, w := range []string{"put", "incr", "hot", "seq", "read"} {
-		r, err := runWorkload(ctx, c, w, 4, 10, 300*time.Millisecond, io.Discard)
+		r, err := loadgen.RunWorkload(ctx, duroTarget{c}, w, loadgen.Config{Callers: 4, Objects: 10, Duration: 300 * time.Millisecond})
 		if err != nil {
 			t.Fatalf("%s: %v", w, err)
 		}
@@ -51,7 +52,7 @@ func TestBenchSmoke(t *testing.T) {
 			t.Errorf("%s: %+v", w, r)
 		}
 	}
-	if _, err := runWorkload(ctx, c, "nope", 1, 1, time.Millisecond, io.Discard); err == nil {
+	if _, err := loadgen.ParseWorkloads("put,nope"); err == nil {
 		t.Error("unknown workload accepted")
 	}
 	lr, err := measureLifecycle(ctx, c, 20, 20, 4, 300*time.Millisecond, 200*time.Millisecond, io.Discard)

@@ -237,7 +237,10 @@ func (n *Node) httpHandler() http.Handler {
 		}
 		return float64(c)
 	})
-	reg.MustRegister(leaders)
+	active := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "duro_objects_active", Help: "Objects this node holds in memory."}, func() float64 {
+		return float64(n.host.ActiveObjects())
+	})
+	reg.MustRegister(leaders, active)
 	alarmStats := func(f func(shard.AlarmStats) float64) func() float64 {
 		return func() float64 {
 			t := 0.0
