@@ -195,7 +195,9 @@ func TestLockLeaseExpiresByAlarm(t *testing.T) {
 	n := startNode(t)
 	const p = "/v1/ns/lock/objects/L/"
 	var acq map[string]any
-	if st := postJSON(t, n, p+"Acquire", map[string]any{"owner": "alice", "ttl_ms": 300}, &acq); st != 200 ||
+	// A long lease while its holder is checked: a loaded machine must not
+	// let it lapse between two calls.
+	if st := postJSON(t, n, p+"Acquire", map[string]any{"owner": "alice", "ttl_ms": 600000}, &acq); st != 200 ||
 		acq["ok"] != true || acq["owner"] != "alice" || acq["token"].(float64) < 1 {
 		t.Fatalf("Acquire alice: %d %v", st, acq)
 	}
@@ -210,6 +212,10 @@ func TestLockLeaseExpiresByAlarm(t *testing.T) {
 	}
 	if postJSON(t, n, p+"Release", map[string]any{"owner": "bob", "token": first}, &ok); ok["ok"] != false {
 		t.Fatalf("Release by a non-holder: %v", ok)
+	}
+	// The holder shortens its lease; its alarm moves to the new expiry.
+	if postJSON(t, n, p+"Renew", map[string]any{"owner": "alice", "token": first, "ttl_ms": 300}, &ok); ok["ok"] != true {
+		t.Fatalf("Renew by the holder: %v", ok)
 	}
 	// Nobody calls the lock now: only its alarm can clear the lease. Holder
 	// reports the stored lease without judging its expiry.
