@@ -33,6 +33,9 @@ type Host struct {
 
 	mu     sync.Mutex // guards closed
 	closed bool
+
+	stopBalance chan struct{}
+	balanceDone chan struct{}
 }
 
 // NewHost opens every shard of the node. On error, shards already opened are
@@ -69,6 +72,13 @@ func NewHost(cfg HostConfig) (*Host, error) {
 			return nil, err
 		}
 		h.shards = append(h.shards, s)
+	}
+	if h.balanceEvery() > 0 && len(cfg.Peers) > 1 {
+		h.stopBalance, h.balanceDone = make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(h.balanceDone)
+			h.balanceLoop(h.stopBalance)
+		}()
 	}
 	return h, nil
 }
@@ -165,6 +175,10 @@ func (h *Host) Close(ctx context.Context) error {
 	}
 	h.closed = true
 	h.mu.Unlock()
+	if h.stopBalance != nil {
+		close(h.stopBalance)
+		<-h.balanceDone
+	}
 	h.TransferLeaderships(ctx)
 	return h.closeShards()
 }

@@ -49,6 +49,10 @@ type Settings struct {
 	// evicted (storage is untouched): 0 means DefaultIdleTimeout, negative
 	// never.
 	IdleTimeout time.Duration
+	// BalanceEvery is how often the node checks that it leads no more than
+	// its share of shards (see balance.go): 0 means DefaultBalanceEvery,
+	// negative never.
+	BalanceEvery time.Duration
 	// AlarmAttempts is how many times a failing alarm handler is tried
 	// before the alarm is given up on (it stays set): 0 means
 	// DefaultAlarmAttempts. AlarmBackoff is the wait after the first

@@ -58,6 +58,16 @@ type Options struct {
 	// shard.Settings).
 	AlarmAttempts int
 	AlarmBackoff  time.Duration
+	// BalanceEvery turns leadership balancing on (see shard.Settings); the
+	// default, 0, leaves it off so that tests keep the leaders they pick.
+	BalanceEvery time.Duration
+}
+
+func (c *Cluster) balanceEvery() time.Duration {
+	if c.opts.BalanceEvery == 0 {
+		return -1
+	}
+	return c.opts.BalanceEvery
 }
 
 // Cluster is a set of in-process nodes. Its methods are safe for concurrent
@@ -180,6 +190,7 @@ func (c *Cluster) openHost(i int) (*shard.Host, error) {
 			Limits:        c.opts.Limits,
 			SessionTTL:    c.opts.SessionTTL,
 			IdleTimeout:   c.opts.IdleTimeout,
+			BalanceEvery:  c.balanceEvery(),
 			Logger:        c.opts.Logger.With("node", Addr(i)),
 			AlarmAttempts: c.opts.AlarmAttempts, AlarmBackoff: c.opts.AlarmBackoff,
 		},
