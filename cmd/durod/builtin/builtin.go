@@ -13,9 +13,9 @@ const (
 )
 
 // Classes returns freshly built copies of the built-in classes, in namespace
-// order: counter, kv.
+// order: counter, kv, memcounter.
 func Classes() []*duro.Class {
-	return []*duro.Class{newCounterClass(), newKVClass()}
+	return []*duro.Class{newCounterClass(), newKVClass(), newMemCounterClass()}
 }
 
 // invalid returns an error wrapping duro.ErrInvalidArgument.
