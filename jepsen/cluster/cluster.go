@@ -58,7 +58,13 @@ type Cluster struct {
 	cfg   Config
 	Nodes []*Node
 	peers string
+	lock  *os.File // flock held while the cluster exists
 }
+
+// LockPath serialises clusters on one machine: they share the bridge and
+// namespace names.
+const LockPath = "/tmp/duro-jepsen.lock"
+
 
 // New cleans up what an earlier run left, then makes the bridge and one
 // namespace per node. It starts no process; call StartAll.
@@ -72,16 +78,24 @@ func New(cfg Config) (*Cluster, error) {
 	if err := EnsureTools(); err != nil {
 		return nil, err
 	}
+	lock, err := os.OpenFile(LockPath, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("cluster: lock %s: %w", LockPath, err)
+	}
 	CleanStale()
-	c := &Cluster{cfg: cfg}
+	c := &Cluster{cfg: cfg, lock: lock}
 	if err := setupBridge(); err != nil {
-		CleanStale()
+		c.Close()
 		return nil, err
 	}
 	var peers []string
 	for i := 1; i <= cfg.Nodes; i++ {
 		if err := setupNamespace(i); err != nil {
-			CleanStale()
+			c.Close()
 			return nil, err
 		}
 		n := &Node{Index: i, ID: fmt.Sprintf("n%d", i), NS: nsName(i), IP: nodeIP(i),
@@ -89,6 +103,7 @@ func New(cfg Config) (*Cluster, error) {
 		n.Addr = fmt.Sprintf("%s:%d", n.IP, Port)
 		n.HTTP = fmt.Sprintf("%s:%d", n.IP, HTTPPort)
 		if err := os.MkdirAll(n.Dir, 0o755); err != nil {
+			c.Close()
 			return nil, err
 		}
 		c.Nodes = append(c.Nodes, n)
@@ -226,7 +241,8 @@ func (c *Cluster) Stop(n *Node, timeout time.Duration) {
 func (c *Cluster) Pause(n *Node)  { n.signal(syscall.SIGSTOP) }
 func (c *Cluster) Resume(n *Node) { n.signal(syscall.SIGCONT) }
 
-// Close stops every node and removes the namespaces and the bridge.
+// Close stops every node and removes the namespaces and the bridge. It may
+// be called more than once.
 func (c *Cluster) Close() {
 	var wg sync.WaitGroup
 	for _, n := range c.Nodes {
@@ -234,7 +250,11 @@ func (c *Cluster) Close() {
 		go func() { defer wg.Done(); c.Stop(n, 10*time.Second) }()
 	}
 	wg.Wait()
-	CleanStale()
+	if c.lock != nil {
+		CleanStale()
+		c.lock.Close() // releases the flock
+		c.lock = nil
+	}
 }
 
 // Heal removes every network rule from every node.

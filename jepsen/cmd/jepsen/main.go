@@ -24,13 +24,20 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/duro-io/duro/jepsen/cluster"
 	"github.com/duro-io/duro/jepsen/nemesis"
 	"github.com/duro-io/duro/jepsen/run"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// The first Ctrl-C stops the runs, which heal and clean up; a
+		// second one kills the harness (the nodes die with it, and the next
+		// run removes the namespaces).
+		<-ctx.Done()
+		fmt.Fprintln(os.Stderr, "jepsen: interrupted; cleaning up (Ctrl-C again to abort)")
+		stop()
+	}()
 	code := realMain(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
@@ -115,7 +122,6 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return 2
 		}
 	}
-	defer cluster.CleanStale()
 
 	var sums []run.Summary
 	for i, c := range todo {
