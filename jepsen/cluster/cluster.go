@@ -65,7 +65,6 @@ type Cluster struct {
 // namespace names.
 const LockPath = "/tmp/duro-jepsen.lock"
 
-
 // New cleans up what an earlier run left, then makes the bridge and one
 // namespace per node. It starts no process; call StartAll.
 func New(cfg Config) (*Cluster, error) {
