@@ -35,6 +35,9 @@ type Config struct {
 	Args []string
 	// Env is extra environment for durod, e.g. DURO_TEST_MODE=1.
 	Env []string
+	// Proxy routes Raft links through a delaying user-space proxy (see
+	// proxy.go); Cluster.Proxy sets the delay.
+	Proxy bool
 }
 
 // Node is one durod process in its own network namespace.
@@ -59,6 +62,8 @@ type Cluster struct {
 	Nodes []*Node
 	peers string
 	lock  *os.File // flock held while the cluster exists
+	// Proxy delays Raft links when Config.Proxy is set; nil otherwise.
+	Proxy *Proxy
 }
 
 // LockPath serialises clusters on one machine: they share the bridge and
@@ -109,6 +114,20 @@ func New(cfg Config) (*Cluster, error) {
 		peers = append(peers, n.ID+"="+n.Addr)
 	}
 	c.peers = strings.Join(peers, ",")
+	if cfg.Proxy {
+		p, err := startProxy(c.Nodes)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.Proxy = p
+		for _, n := range c.Nodes {
+			if err := run(natRules(n.Index, c.Nodes), "ip", "netns", "exec", n.NS, "nft", "-f", "-"); err != nil {
+				c.Close()
+				return nil, err
+			}
+		}
+	}
 	return c, nil
 }
 
@@ -249,6 +268,10 @@ func (c *Cluster) Close() {
 		go func() { defer wg.Done(); c.Stop(n, 10*time.Second) }()
 	}
 	wg.Wait()
+	if c.Proxy != nil {
+		c.Proxy.Close()
+		c.Proxy = nil
+	}
 	if c.lock != nil {
 		CleanStale()
 		c.lock.Close() // releases the flock

@@ -16,7 +16,7 @@ import (
 var Names = []string{
 	"none", "partition-halves", "isolate-leader", "majorities-ring", "bridge",
 	"kill", "kill-leader", "kill-all", "pause", "pause-leader", "loss",
-	"client-cut", "clock-skew", "mixed",
+	"client-cut", "clock-skew", "delay", "mixed",
 }
 
 // New returns the nemesis called name. "mixed" composes partition-halves,
@@ -69,6 +69,11 @@ func New(name string, e *Env) (Nemesis, error) {
 		return &clientCut{e: e}, nil
 	case "clock-skew":
 		return &clockSkew{e: e}, nil
+	case "delay":
+		if e.C.Proxy == nil {
+			return nil, fmt.Errorf("nemesis delay needs a cluster with the delay proxy")
+		}
+		return &delay{e: e}, nil
 	}
 	return nil, fmt.Errorf("unknown nemesis %q (known: %s)", name, strings.Join(Names, ", "))
 }
@@ -344,4 +349,22 @@ func (m *mixed) Heal(ctx context.Context) error {
 		return nil
 	}
 	return p.Heal(ctx)
+}
+
+// delay slows every Raft link by 50-500 ms plus up to 100 ms of jitter,
+// through the cluster's user-space proxy (CHAOS T18).
+type delay struct{ e *Env }
+
+func (d *delay) Name() string { return "delay" }
+
+func (d *delay) Invoke(ctx context.Context) (string, error) {
+	base := time.Duration(50+d.e.intn(451)) * time.Millisecond
+	jit := time.Duration(d.e.intn(101)) * time.Millisecond
+	d.e.C.Proxy.SetDelay(base, jit)
+	return fmt.Sprintf("delay Raft links %v + up to %v jitter", base, jit), nil
+}
+
+func (d *delay) Heal(ctx context.Context) error {
+	d.e.C.Proxy.SetDelay(0, 0)
+	return nil
 }

@@ -98,6 +98,9 @@ func (e *Env) HealAll(ctx context.Context) error {
 	for _, n := range e.C.Nodes {
 		_ = setClock(ctx, n, 0)
 	}
+	if e.C.Proxy != nil {
+		e.C.Proxy.SetDelay(0, 0)
+	}
 	return err
 }
 

@@ -19,6 +19,8 @@ type Rec struct {
 	// Node is the node a pinned (raw, no re-routing) call went to.
 	Node string `json:",omitempty"`
 	Err  string `json:",omitempty"`
+	// Code is the duro error code of a failed call (T08 classification).
+	Code string `json:",omitempty"`
 	// Final marks the reads after the final heal.
 	Final bool `json:",omitempty"`
 	// Extra carries workload-specific results (memcounter's mem value).

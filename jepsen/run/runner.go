@@ -132,7 +132,10 @@ func run(ctx context.Context, o Options, c Case, nodes int, dir string) (res Res
 	}
 	adir, _ := filepath.Abs(dir)
 	cl, err := cluster.New(cluster.Config{Nodes: nodes, Shards: o.Shards, Binary: bin, Dir: adir,
-		Args: raftArgs, Env: []string{"DURO_FAILPOINTS=clock-control=1"}})
+		Args: raftArgs, Env: []string{"DURO_FAILPOINTS=clock-control=1"},
+		// Delay needs Raft links through the proxy, which hides peer
+		// addresses, so it is not mixed with partitions.
+		Proxy: strings.Contains(c.Nemesis, "delay")})
 	if err != nil {
 		return fail(err)
 	}
@@ -313,6 +316,9 @@ func run(ctx context.Context, o Options, c Case, nodes int, dir string) (res Res
 	for _, r := range h {
 		res.Stats["ops"]++
 		res.Stats[r.Type.String()]++
+		if r.Code != "" {
+			res.Stats[r.Type.String()+"/"+r.Code]++
+		}
 	}
 	if err := writeJSONLines(filepath.Join(dir, "history.jsonl"), h); err != nil {
 		res.Error = err.Error()

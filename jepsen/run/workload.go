@@ -3,6 +3,7 @@ package run
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -129,6 +130,11 @@ func do(ctx context.Context, c caller, r *recorder, rec *Rec, ns, obj, method st
 	rec.Node = c.node()
 	if err != nil {
 		rec.Err = err.Error()
+		rec.Code = "other"
+		var e *duro.Error
+		if errors.As(err, &e) {
+			rec.Code = fmt.Sprint(e.Code)
+		}
 	}
 	return reply
 }
@@ -223,7 +229,7 @@ func (g *register) final(ctx context.Context, c caller, r *recorder) []Rec {
 
 func (g *register) check(h []Rec, dir string) map[string]checker.Result {
 	return map[string]checker.Result{"linearizable": checker.Register(ops(h), dir+"/porcupine.html"),
-		"final-read": finalReads(h, len(g.objs)*g.keys)}
+		"final-read": finalReads(h, len(g.objs)*g.keys), "failed-visible": failedVisible(h)}
 }
 
 const (
@@ -231,6 +237,34 @@ const (
 	builtinCounter = "counter"
 	builtinMem     = "memcounter"
 )
+
+// failedVisible counts writes reported as definitely failed whose unique
+// value a read later returned (CHAOS T08, G1a): the SDK must never call
+// something that may commit a definite failure.
+func failedVisible(h []Rec) checker.Result {
+	res := checker.Result{Stats: map[string]int{}}
+	failed := map[int64]int{}
+	for i, r := range h {
+		if r.Type == checker.Fail && (r.F == "put" || r.F == "cas") {
+			if v, ok := r.Value.(int64); ok {
+				failed[v] = i
+				res.Stats["failed-writes"]++
+			}
+		}
+	}
+	for i, r := range h {
+		if r.Type != checker.Ok || r.F != "get" {
+			continue
+		}
+		if v, ok := r.Result.(int64); ok {
+			if fi, bad := failed[v]; bad {
+				res.Anomalies = append(res.Anomalies, checker.Anomaly{Kind: "failed-but-visible", Object: r.Object, Ops: []int{fi, i},
+					Detail: fmt.Sprintf("%s of %d failed (%s) but a read returned it", h[fi].F, v, h[fi].Err)})
+			}
+		}
+	}
+	return res
+}
 
 // ---- counter: counter.Increment with SDK retries ----
 
