@@ -29,17 +29,20 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		// The first Ctrl-C stops the runs, which heal and clean up; a
 		// second one kills the harness (the nodes die with it, and the next
 		// run removes the namespaces).
-		<-ctx.Done()
+		<-sigs
 		fmt.Fprintln(os.Stderr, "jepsen: interrupted; cleaning up (Ctrl-C again to abort)")
-		stop()
+		signal.Reset(os.Interrupt, syscall.SIGTERM)
+		cancel()
 	}()
 	code := realMain(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	cancel()
 	os.Exit(code)
 }
 
