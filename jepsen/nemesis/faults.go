@@ -305,7 +305,7 @@ func (c *clockSkew) Invoke(ctx context.Context) (string, error) {
 			d = -d
 		}
 		errs = append(errs, setClock(ctx, n, d))
-		desc = append(desc, fmt.Sprintf("%s%+v", n.ID, d))
+		desc = append(desc, fmt.Sprintf("%s:%s", n.ID, d))
 	}
 	return "clock " + strings.Join(desc, " "), errors.Join(errs...)
 }

@@ -459,14 +459,16 @@ func checkMinority(h []Rec, faults []Fault) checker.Result {
 // the same applied index and state hash, and every shard has a leader.
 func checkConvergence(ctx context.Context, cl *cluster.Cluster, deadline time.Time) checker.Result {
 	var last []checker.Anomaly
+	polls := 0
 	for {
+		polls++
 		last = convergence(ctx, cl)
 		if len(last) == 0 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	return checker.Result{Anomalies: last}
+	return checker.Result{Anomalies: last, Stats: map[string]int{"shards": cl.Shards(), "voters": len(cl.Nodes), "polls": polls}}
 }
 
 func convergence(ctx context.Context, cl *cluster.Cluster) []checker.Anomaly {
