@@ -70,15 +70,15 @@ type Summary struct {
 
 // Results is results.json.
 type Results struct {
-	Case      Case
-	Nodes     int
-	Seed      uint64
-	Valid     bool
-	Error     string `json:",omitempty"`
-	Checks    map[string]checker.Result
-	Anomalies []checker.Anomaly
-	Faults    []Fault
-	Stats     map[string]int
+	Case      Case                      `json:"case"`
+	Nodes     int                       `json:"nodes"`
+	Seed      uint64                    `json:"seed"`
+	Valid     bool                      `json:"valid"`
+	Error     string                    `json:"error,omitempty"`
+	Checks    map[string]checker.Result `json:"checks"`
+	Anomalies []checker.Anomaly         `json:"anomalies"`
+	Faults    []Fault                   `json:"faults"`
+	Stats     map[string]int            `json:"stats"`
 }
 
 func (o Options) logf(format string, args ...any) {
@@ -121,7 +121,7 @@ func Run(ctx context.Context, o Options, c Case) Summary {
 }
 
 func run(ctx context.Context, o Options, c Case, nodes int, dir string) (res Results) {
-	res = Results{Case: c, Nodes: nodes, Checks: map[string]checker.Result{}, Stats: map[string]int{}}
+	res = Results{Case: c, Nodes: nodes, Checks: map[string]checker.Result{}, Stats: map[string]int{}, Anomalies: []checker.Anomaly{}}
 	fail := func(err error) Results {
 		res.Valid, res.Error = false, err.Error()
 		return res
