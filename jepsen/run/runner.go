@@ -35,7 +35,11 @@ type Options struct {
 	CallTimeout time.Duration // SDK deadline per call
 	Recovery    time.Duration // G-2 wait after the final heal
 	Seed        uint64
-	Out         io.Writer // progress
+	// Bug injects a known client-side bug, a negative control (CHAOS
+	// T24): "definite-on-lost" reports calls that may have committed as
+	// definite failures. A run with it must come out invalid.
+	Bug string
+	Out io.Writer // progress
 }
 
 // DefaultOptions follow CHAOS.md's defaults, scaled to a 2-core machine.
@@ -208,6 +212,9 @@ func run(ctx context.Context, o Options, c Case, nodes int, dir string) (res Res
 			})
 		default:
 			w.c = sdkCaller{clients[i%len(clients)]}
+		}
+		if o.Bug == "definite-on-lost" {
+			w.c = definiteOnLost{w.c}
 		}
 		workers[i] = w
 	}

@@ -25,6 +25,22 @@ type caller interface {
 	node() string
 }
 
+// definiteOnLost is the negative control "definite-on-lost": it turns
+// "may have been applied" into a definite failure, the bug class of
+// Redis-Raft #23 that CHAOS T08 exists to catch.
+type definiteOnLost struct{ caller }
+
+func (d definiteOnLost) call(ctx context.Context, ns string, id duro.ID, method string, arg any) ([]byte, error) {
+	reply, err := d.caller.call(ctx, ns, id, method, arg)
+	var e *duro.Error
+	if errors.As(err, &e) && e.Indeterminate {
+		e2 := *e
+		e2.Indeterminate = false
+		return nil, &e2
+	}
+	return reply, err
+}
+
 type sdkCaller struct{ c *client.Client }
 
 func (s sdkCaller) call(ctx context.Context, ns string, id duro.ID, method string, arg any) ([]byte, error) {

@@ -60,6 +60,7 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Float64Var(&o.Rate, "rate", o.Rate, "target calls per second over all clients")
 	fs.DurationVar(&o.CallTimeout, "call-timeout", o.CallTimeout, "SDK deadline per call")
 	fs.DurationVar(&o.Recovery, "recovery", o.Recovery, "convergence wait after the final heal (G-2)")
+	fs.StringVar(&o.Bug, "bug", "", "negative control: definite-on-lost (the run must come out invalid)")
 	seed := fs.Uint64("seed", 0, "random seed (0: from the clock); logged so a run replays")
 	cases := fs.String("case", "", "comma-separated cases: T-numbers (T05), CHAOS names, or <workload>-<nemesis>")
 	workload := fs.String("workload", "", "workload: "+strings.Join(run.Workloads, ", ")+" (with --nemesis)")
