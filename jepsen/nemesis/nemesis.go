@@ -38,6 +38,10 @@ type Env struct {
 	// Shard is the shard whose leader the leader-targeting nemeses pick;
 	// negative means a random shard each time.
 	Shard int
+	// Used lists the shards the workload's objects live in; when Shard is
+	// negative, leader-targeting nemeses pick among these, so that their
+	// faults hit the workload (empty: any shard).
+	Used  []int
 	net   *Net
 	rngMu sync.Mutex
 }
@@ -65,6 +69,9 @@ func (e *Env) shuffled() []*cluster.Node {
 func (e *Env) targetShard() int {
 	if e.Shard >= 0 {
 		return e.Shard
+	}
+	if len(e.Used) > 0 {
+		return e.Used[e.intn(len(e.Used))]
 	}
 	return e.intn(e.C.Shards())
 }

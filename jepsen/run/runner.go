@@ -159,6 +159,13 @@ func run(ctx context.Context, o Options, c Case, nodes int, dir string) (res Res
 		return fail(err)
 	}
 	env := nemesis.NewEnv(cl, o.Seed, c.Shard)
+	used := map[int]bool{}
+	for _, id := range wl.ids() {
+		if s := duro.ShardOf(id, o.Shards); !used[s] {
+			used[s] = true
+			env.Used = append(env.Used, s)
+		}
+	}
 	nem, err := nemesis.New(c.Nemesis, env)
 	if err != nil {
 		return fail(err)
@@ -515,5 +522,3 @@ func convergence(ctx context.Context, cl *cluster.Cluster) []checker.Anomaly {
 	}
 	return an
 }
-
-var _ = duro.IDLen

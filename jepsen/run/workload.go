@@ -119,6 +119,29 @@ type workload interface {
 	final(ctx context.Context, c caller, r *recorder) []Rec
 	// check validates the history, writing extra files to dir.
 	check(h []Rec, dir string) map[string]checker.Result
+	// ids returns the IDs of the objects the workload uses.
+	ids() []duro.ID
+}
+
+func idsOf(ns string, objs []string) []duro.ID {
+	var out []duro.ID
+	for _, o := range objs {
+		out = append(out, duro.IDFromName(ns, o))
+	}
+	return out
+}
+
+func (g *register) ids() []duro.ID   { return idsOf(builtinKV, g.objs) }
+func (g *counterW) ids() []duro.ID   { return idsOf(builtinCounter, g.objs) }
+func (g *listAppend) ids() []duro.ID { return idsOf(builtinKV, g.objs) }
+func (g *setW) ids() []duro.ID       { return idsOf(builtinKV, g.objs) }
+func (g *memW) ids() []duro.ID       { return idsOf(builtinMem, g.objs) }
+func (m mixedW) ids() []duro.ID {
+	var out []duro.ID
+	for _, p := range m.parts {
+		out = append(out, p.ids()...)
+	}
+	return out
 }
 
 var uniq atomic.Int64
