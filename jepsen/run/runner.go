@@ -229,6 +229,24 @@ func run(ctx context.Context, o Options, c Case, nodes int, dir string) (res Res
 	wctx, stopWork := context.WithTimeout(ctx, o.Time)
 	defer stopWork()
 	var wg sync.WaitGroup
+	// Between faults, pinned clients follow the shard's leader (once a
+	// second); during a fault they stay on the node they had.
+	var faulting atomic.Bool
+	if c.Pin == "leader" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for wctx.Err() == nil {
+				if !faulting.Load() {
+					repin()
+				}
+				select {
+				case <-wctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+		}()
+	}
 	interval := time.Duration(float64(time.Second) * float64(o.Workers) / o.Rate)
 	for _, w := range workers {
 		wg.Add(1)
@@ -279,6 +297,7 @@ func run(ctx context.Context, o Options, c Case, nodes int, dir string) (res Res
 		if c.Pin == "leader" {
 			repin()
 		}
+		faulting.Store(true)
 		f := Fault{Name: nem.Name(), Start: rec.now()}
 		desc, err := nem.Invoke(ctx)
 		f.Desc = desc
@@ -297,6 +316,7 @@ func run(ctx context.Context, o Options, c Case, nodes int, dir string) (res Res
 		time.Sleep(d)
 		herr := nem.Heal(ctx)
 		rec.endFault(fi, rec.now(), herr)
+		faulting.Store(false)
 	}
 	<-wctx.Done()
 	wg.Wait()
