@@ -5,7 +5,10 @@ PEERS   := n1=127.0.0.1:7071,n2=127.0.0.1:7072,n3=127.0.0.1:7073
 TESTFLAGS ?=
 BENCHFLAGS ?=
 
-.PHONY: help build run test lint proto clean fuzz bench bench-compare bench-failover bench-scale
+.PHONY: help build run test lint proto clean fuzz bench bench-compare bench-failover bench-scale jepsen jepsen-smoke
+
+JEPSEN_NODES ?= 5
+JEPSEN_TIME  ?= 60s
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -25,11 +28,22 @@ run: build ## start a local 3-node cluster in the foreground (data under ./data;
 test: ## run the whole test suite (race detector on)
 	$(GO) vet ./...
 	$(GO) build -o $(BIN)/ ./cmd/...
+	@[ "$$(id -u)" = 0 ] || echo "jepsen smoke (TestSmoke): will skip, it needs root for network namespaces and nftables"
 	$(GO) test -race -timeout 15m $(TESTFLAGS) ./...
 
 lint: ## gofmt and vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet ./...
+
+jepsen: build ## chaos suite (root): CHAOS.md cases then every workload x nemesis, JEPSEN_TIME each, JEPSEN_NODES=3|5
+	$(GO) build -o $(BIN)/jepsen ./jepsen/cmd/jepsen
+	$(BIN)/jepsen --binary $(BIN)/durod --nodes $(JEPSEN_NODES) --time $(JEPSEN_TIME) --chaos-cases; a=$$?; \
+	$(BIN)/jepsen --binary $(BIN)/durod --nodes $(JEPSEN_NODES) --time $(JEPSEN_TIME) --matrix; b=$$?; \
+	test $$a -eq 0 -a $$b -eq 0
+
+jepsen-smoke: build ## chaos smoke (root, <= 3 min): register under partitions, counter under kills
+	$(GO) build -o $(BIN)/jepsen ./jepsen/cmd/jepsen
+	$(BIN)/jepsen --binary $(BIN)/durod --nodes 3 --time 30s --smoke
 
 proto: ## regenerate rpc/pb from duro.proto (needs protoc)
 	command -v protoc >/dev/null || apt-get install -y protobuf-compiler

@@ -27,6 +27,10 @@ type Failpoints struct {
 	// DropReplyAfterCommit is the probability that a successful call's reply
 	// is replaced by an Unavailable transport error after the call committed.
 	DropReplyAfterCommit float64
+	// ClockControl lets the node's clock be offset at run time through
+	// the HTTP endpoint /debug/clock (chaos clock-skew tests). The rpc
+	// package does not read it; durod's server does.
+	ClockControl bool
 }
 
 // ServerConfig configures the gRPC services of a node.

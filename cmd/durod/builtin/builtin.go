@@ -15,9 +15,9 @@ const (
 )
 
 // Classes returns freshly built copies of the built-in classes, in namespace
-// order: counter, kv, lock, room.
+// order: counter, kv, lock, memcounter, room.
 func Classes() []*duro.Class {
-	return []*duro.Class{newCounterClass(), newKVClass(), newLockClass(), newRoomClass()}
+	return []*duro.Class{newCounterClass(), newKVClass(), newLockClass(), newMemCounterClass(), newRoomClass()}
 }
 
 // invalid returns an error wrapping duro.ErrInvalidArgument.

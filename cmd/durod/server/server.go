@@ -85,14 +85,17 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 }
 
 // failpointsFromEnv reads DURO_FAILPOINTS, e.g.
-// "drop-reply-after-commit=0.3". Test use only.
+// "drop-reply-after-commit=0.3,clock-control=1". Test use only.
 func failpointsFromEnv(lookupEnv func(string) (string, bool)) rpc.Failpoints {
 	var fp rpc.Failpoints
 	s, _ := lookupEnv("DURO_FAILPOINTS")
 	for _, kv := range strings.Split(s, ",") {
 		k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
-		if k == "drop-reply-after-commit" {
+		switch k {
+		case "drop-reply-after-commit":
 			fp.DropReplyAfterCommit, _ = strconv.ParseFloat(v, 64)
+		case "clock-control":
+			fp.ClockControl = v == "1" || v == "true"
 		}
 	}
 	return fp
@@ -110,6 +113,7 @@ type Node struct {
 	// calls routes calls between objects (duro.Context.Stub) through the
 	// SDK, to whichever node leads the callee; set once serving started.
 	calls atomic.Pointer[client.Client]
+	clock *skewClock // nil unless Failpoints.ClockControl
 	errCh chan error
 }
 
@@ -128,6 +132,12 @@ func Start(ctx context.Context, cfg config.Config, reg *duro.Registry, log *slog
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	n := &Node{cfg: cfg, log: log, errCh: make(chan error, 3)}
+	var now func() time.Time
+	if fp.ClockControl {
+		n.clock = &skewClock{}
+		now = n.clock.Now
+		log.Warn("test clock control enabled: /debug/clock offsets this node's clock")
+	}
 	n.mux = rpc.NewMux(ln, log, nil)
 	var peers []raft.Server
 	for _, p := range cfg.Peers {
@@ -142,7 +152,7 @@ func Start(ctx context.Context, cfg config.Config, reg *duro.Registry, log *slog
 				LeaderLeaseTimeout: rt.LeaderLeaseTimeout, CommitTimeout: rt.CommitTimeout, SnapshotThreshold: rt.SnapshotThreshold,
 				SnapshotInterval: rt.SnapshotInterval, TrailingLogs: rt.TrailingLogs, MaxAppendEntries: rt.MaxAppendEntries},
 			Registry: reg, Limits: shard.Limits{MaxKeyBytes: cfg.Limits.MaxKeyBytes, MaxValueBytes: cfg.Limits.MaxValueBytes},
-			SessionTTL: cfg.SessionTTL, IdleTimeout: cfg.IdleTimeout, Logger: log,
+			SessionTTL: cfg.SessionTTL, IdleTimeout: cfg.IdleTimeout, Logger: log, Now: now,
 			Caller: n.callObject,
 		},
 		DataDir: cfg.DataDir, Shards: cfg.Shards, MaxActive: cfg.MaxActive,
@@ -273,6 +283,9 @@ func (n *Node) httpHandler() http.Handler {
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if n.clock != nil {
+		mux.Handle("/debug/clock", n.clock)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {

@@ -158,3 +158,50 @@ func TestCloseWithOpenClientStreams(t *testing.T) {
 		t.Fatal("Close waited on a client's open call stream")
 	}
 }
+
+func TestClockControlOnlyInTestMode(t *testing.T) {
+	get := func(t *testing.T, n *Node, method, path string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+n.cfg.HTTP+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(b))
+	}
+	t.Run("default", func(t *testing.T) {
+		n := startNode(t)
+		if code, _ := get(t, n, "POST", "/debug/clock?offset=5s"); code != http.StatusNotFound {
+			t.Fatalf("clock endpoint served without clock-control: %d", code)
+		}
+	})
+	t.Run("clock-control", func(t *testing.T) {
+		fp := failpointsFromEnv(func(k string) (string, bool) {
+			return "drop-reply-after-commit=0,clock-control=1", k == "DURO_FAILPOINTS"
+		})
+		if !fp.ClockControl {
+			t.Fatal("clock-control=1 not parsed")
+		}
+		cfg := config.Default()
+		cfg.DataDir = t.TempDir()
+		cfg.Listen, cfg.HTTP = freeAddr(t), freeAddr(t)
+		cfg.Peers = []config.Peer{{ID: cfg.NodeID, Addr: cfg.Listen}}
+		cfg.Shards = 1
+		n, err := Start(context.Background(), cfg, duro.NewRegistry(builtin.Classes()...), slog.New(slog.NewTextHandler(io.Discard, nil)), fp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close(context.Background()) })
+		if code, body := get(t, n, "POST", "/debug/clock?offset=-90s"); code != 200 || body != "-1m30s" {
+			t.Fatalf("set offset: %d %q", code, body)
+		}
+		if d := time.Until(n.clock.Now()); d > -80*time.Second || d < -100*time.Second {
+			t.Fatalf("clock offset by %v, want about -90s", d)
+		}
+		if code, _ := get(t, n, "POST", "/debug/clock?offset=soon"); code != http.StatusBadRequest {
+			t.Fatalf("bad offset accepted: %d", code)
+		}
+	})
+}
