@@ -197,7 +197,7 @@ func (s *Stub) send(ctx context.Context, seq uint64, sc *stubCall, addr string, 
 	if dl, ok := ctx.Deadline(); ok {
 		req.TimeoutMs = max(time.Until(dl).Milliseconds(), 1)
 	}
-	ch, err := nc.send(req)
+	ch, err := nc.send(ctx, req)
 	s.cond.Broadcast()
 	return ch, err
 }
@@ -219,6 +219,12 @@ func (s *Stub) mayGoLocked(seq uint64, sc *stubCall, addr string) bool {
 type nodeConn struct {
 	addr string
 	cc   *grpc.ClientConn
+	// sending admits one sender at a time (a gRPC stream has one writer)
+	// and, unlike a mutex, can be waited for under a deadline: a node that
+	// stopped answering can block a Send on flow control or the opening of
+	// a stream indefinitely, and the calls queued behind it must still end
+	// at their deadlines.
+	sending chan struct{}
 
 	mu      sync.Mutex // guards stream, cancel, pending, tag
 	stream  pb.Objects_CallStreamClient
@@ -227,31 +233,84 @@ type nodeConn struct {
 	tag     uint64
 }
 
-func (n *nodeConn) send(req *pb.CallRequest) (chan *pb.CallResponse, error) {
+// send sends req on the node's stream, opening it if needed, and returns the
+// channel its response arrives on (nil there: the outcome is unknown). An
+// error means req was not sent. It gives up when ctx ends: before the
+// request is written, with ctx's error; while it is being written, by
+// breaking the stream, so that every call on it learns its outcome is
+// unknown.
+func (n *nodeConn) send(ctx context.Context, req *pb.CallRequest) (chan *pb.CallResponse, error) {
+	select {
+	case n.sending <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-n.sending }()
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.stream == nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		st, err := pb.NewObjectsClient(n.cc).CallStream(ctx)
-		if err != nil {
-			cancel()
+	st, cancel := n.stream, n.cancel
+	n.mu.Unlock()
+	if st == nil {
+		var err error
+		if st, cancel, err = n.open(ctx); err != nil {
 			return nil, err
 		}
-		n.stream, n.cancel = st, cancel
-		go n.recv(st)
+	}
+	n.mu.Lock()
+	if n.stream != st { // broken by the receiver meanwhile
+		n.mu.Unlock()
+		return nil, errors.New("client: stream to " + n.addr + " broke")
 	}
 	n.tag++
-	req.Tag = n.tag
+	tag := n.tag
+	req.Tag = tag
 	ch := make(chan *pb.CallResponse, 1)
-	n.pending[n.tag] = ch
-	if err := n.stream.Send(req); err != nil {
-		delete(n.pending, n.tag)
-		n.breakLocked(n.stream)
-		// The request may be partly written; treat as possibly sent.
-		ch <- nil
-		return ch, nil
+	n.pending[tag] = ch
+	n.mu.Unlock()
+	stop := context.AfterFunc(ctx, cancel)
+	err := st.Send(req)
+	stop()
+	if err != nil {
+		n.mu.Lock()
+		if _, ok := n.pending[tag]; ok {
+			delete(n.pending, tag)
+			ch <- nil // the request may be partly written: possibly sent
+		}
+		n.breakLocked(st)
+		n.mu.Unlock()
 	}
 	return ch, nil
+}
+
+// open opens the node's call stream, waiting no longer than ctx allows (the
+// stream itself lives until it breaks or the client closes). The caller
+// holds n.sending, so only one stream is opened at a time.
+func (n *nodeConn) open(ctx context.Context) (pb.Objects_CallStreamClient, context.CancelFunc, error) {
+	sctx, cancel := context.WithCancel(context.Background())
+	type opened struct {
+		st  pb.Objects_CallStreamClient
+		err error
+	}
+	done := make(chan opened, 1)
+	go func() {
+		st, err := pb.NewObjectsClient(n.cc).CallStream(sctx)
+		done <- opened{st, err}
+	}()
+	var o opened
+	select {
+	case o = <-done:
+	case <-ctx.Done():
+		cancel() // the opening fails and the goroutine ends
+		return nil, nil, ctx.Err()
+	}
+	if o.err != nil {
+		cancel()
+		return nil, nil, o.err
+	}
+	n.mu.Lock()
+	n.stream, n.cancel = o.st, cancel
+	n.mu.Unlock()
+	go n.recv(o.st)
+	return o.st, cancel, nil
 }
 
 func (n *nodeConn) recv(st pb.Objects_CallStreamClient) {

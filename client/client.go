@@ -143,7 +143,7 @@ func (c *Client) conn(addr string) (*nodeConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	nc := &nodeConn{addr: addr, cc: cc, pending: map[uint64]chan *pb.CallResponse{}}
+	nc := &nodeConn{addr: addr, cc: cc, sending: make(chan struct{}, 1), pending: map[uint64]chan *pb.CallResponse{}}
 	c.conns[addr] = nc
 	return nc, nil
 }
