@@ -27,9 +27,9 @@ type Peer struct {
 
 // Raft holds the hashicorp/raft settings shared by every shard's group.
 type Raft struct {
-	HeartbeatTimeout   time.Duration // default 300ms
-	ElectionTimeout    time.Duration // default 300ms
-	LeaderLeaseTimeout time.Duration // default 300ms
+	HeartbeatTimeout   time.Duration // default 200ms
+	ElectionTimeout    time.Duration // default 200ms
+	LeaderLeaseTimeout time.Duration // default 200ms
 	CommitTimeout      time.Duration // default 50ms: idle followers learn the commit index this often
 	SnapshotThreshold  uint64        // default 8192
 	SnapshotInterval   time.Duration // default 30s
@@ -84,9 +84,9 @@ func Default() Config {
 			// steps down when a quorum has not answered within the lease,
 			// as long as the heartbeat timeout (the most hashicorp/raft
 			// allows) so that a loaded node does not give up spuriously.
-			HeartbeatTimeout:   300 * time.Millisecond,
-			ElectionTimeout:    300 * time.Millisecond,
-			LeaderLeaseTimeout: 300 * time.Millisecond,
+			HeartbeatTimeout:   200 * time.Millisecond,
+			ElectionTimeout:    200 * time.Millisecond,
+			LeaderLeaseTimeout: 200 * time.Millisecond,
 			CommitTimeout:      50 * time.Millisecond,
 			SnapshotThreshold:  8192,
 			SnapshotInterval:   30 * time.Second,
