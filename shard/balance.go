@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"context"
 	"math/rand/v2"
 	"time"
 
@@ -19,6 +20,18 @@ const DefaultBalanceEvery = 5 * time.Second
 // leaders it sees and hands one of its shards to the least loaded voter when
 // it leads at least two more than that voter. Each hand-off narrows the gap
 // by two, so the nodes settle instead of trading shards back and forth.
+//
+// A hand-off to a peer this node cannot reach is worse than none: while
+// hashicorp/raft waits on the transfer (up to the transport's timeout) it
+// refuses every write to the shard. The chaos suite's partitions showed it:
+// leaders on the majority side tried to hand shards to nodes cut off on the
+// minority side and stalled writes for seconds. So the target must answer a
+// reachability probe first, and after a failed hand-off the node waits
+// balanceHold before trying again.
+
+// balanceHold is how long a node leaves leadership alone after a hand-off
+// failed.
+const balanceHold = 30 * time.Second
 
 func (h *Host) balanceEvery() time.Duration {
 	if h.cfg.BalanceEvery == 0 {
@@ -29,6 +42,7 @@ func (h *Host) balanceEvery() time.Duration {
 
 func (h *Host) balanceLoop(stop <-chan struct{}) {
 	every := h.balanceEvery()
+	var hold time.Time
 	for {
 		// Jitter keeps the nodes from deciding in lockstep.
 		t := time.NewTimer(every/2 + rand.N(every))
@@ -38,24 +52,44 @@ func (h *Host) balanceLoop(stop <-chan struct{}) {
 			return
 		case <-t.C:
 		}
-		h.balanceOnce()
+		if time.Now().Before(hold) {
+			continue
+		}
+		if _, failed := h.balanceOnce(); failed {
+			hold = time.Now().Add(balanceHold)
+		}
 	}
 }
 
-// balanceOnce hands off at most one shard and reports whether it did.
-func (h *Host) balanceOnce() bool {
+// balanceOnce hands off at most one shard; it reports whether it did, and
+// whether a hand-off it tried failed.
+func (h *Host) balanceOnce() (moved, failed bool) {
 	me := raft.ServerID(h.cfg.NodeID)
 	led := map[raft.ServerID]int{}
 	var mine []*Shard
 	for _, s := range h.shards {
 		_, id := s.raft.LeaderWithID()
 		if id == "" {
-			return false // an election is under way: let it settle first
+			return false, false // an election is under way: let it settle first
 		}
 		led[id]++
 		if id == me && s.IsLeader() {
 			mine = append(mine, s)
 		}
+	}
+	reachable := map[raft.ServerAddress]bool{}
+	reach := func(addr raft.ServerAddress) bool {
+		if h.cfg.Reachable == nil {
+			return true
+		}
+		ok, seen := reachable[addr]
+		if !seen {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			ok = h.cfg.Reachable(ctx, string(addr))
+			cancel()
+			reachable[addr] = ok
+		}
+		return ok
 	}
 	for _, s := range mine {
 		f := s.raft.GetConfiguration()
@@ -64,23 +98,23 @@ func (h *Host) balanceOnce() bool {
 		}
 		var to *raft.Server
 		for _, srv := range f.Configuration().Servers {
-			if srv.ID == me || srv.Suffrage != raft.Voter {
+			if srv.ID == me || srv.Suffrage != raft.Voter || led[me]-led[srv.ID] < 2 {
 				continue
 			}
-			if to == nil || led[srv.ID] < led[to.ID] {
+			if (to == nil || led[srv.ID] < led[to.ID]) && reach(srv.Address) {
 				to = &srv
 			}
 		}
-		if to == nil || led[me]-led[to.ID] < 2 {
+		if to == nil {
 			continue
 		}
 		h.log.Info("handing shard leadership to balance the nodes", "shard", int(s.id), "to", string(to.ID),
 			"led_here", led[me], "led_there", led[to.ID])
 		if err := s.raft.LeadershipTransferToServer(to.ID, to.Address).Error(); err != nil {
-			h.log.Warn("leadership hand-off failed", "shard", int(s.id), "to", string(to.ID), "err", err)
-			return false
+			h.log.Warn("leadership hand-off failed; holding off", "shard", int(s.id), "to", string(to.ID), "err", err, "hold", balanceHold)
+			return false, true
 		}
-		return true
+		return true, false
 	}
-	return false
+	return false, false
 }

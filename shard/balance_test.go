@@ -1,6 +1,7 @@
 package shard_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -8,21 +9,47 @@ import (
 	"github.com/hashicorp/raft"
 )
 
+// moveAllTo makes node 'to' lead every shard (balancing may already move
+// some back; the tests wait for the end state).
+func moveAllTo(t *testing.T, c *shardtest.Cluster, to int) {
+	for s := 0; s < c.Shards(); s++ {
+		from := c.LeaderOf(s)
+		if from == to {
+			continue
+		}
+		f := c.Shard(from, s).Raft().LeadershipTransferToServer(raft.ServerID(shardtest.Addr(to)), raft.ServerAddress(shardtest.Addr(to)))
+		if err := f.Error(); err != nil {
+			t.Logf("shard %d: transfer to node %d: %v (balancing may have moved it already)", s, to, err)
+		}
+	}
+}
+
+// TestBalancingSkipsUnreachableNodes: leadership is never handed to a node
+// the leader cannot reach (the hand-off would stall the shard's writes).
+func TestBalancingSkipsUnreachableNodes(t *testing.T) {
+	c := shardtest.NewWithOptions(t, shardtest.Options{Nodes: 3, Shards: 3, BalanceEvery: 100 * time.Millisecond,
+		Reachable: func(_ context.Context, addr string) bool { return addr != shardtest.Addr(2) }})
+	moveAllTo(t, c, 0)
+	counts := func() map[int]int {
+		led := map[int]int{}
+		for s := 0; s < 3; s++ {
+			led[c.LeaderOf(s)]++
+		}
+		return led
+	}
+	c.Eventually(t, func() bool { l := counts(); return l[0] == 2 && l[1] == 1 }, 30*time.Second)
+	time.Sleep(time.Second) // ten balancing rounds
+	if l := counts(); l[2] != 0 || l[0] != 2 {
+		t.Fatalf("leaders %v: a shard went to the unreachable node 2, or balancing kept moving", l)
+	}
+}
+
 // TestLeadershipBalances: with every shard led by one node (as after the
 // others restarted), the nodes hand leaderships over until each leads one,
 // and then stop moving them.
 func TestLeadershipBalances(t *testing.T) {
 	c := shardtest.NewWithOptions(t, shardtest.Options{Nodes: 3, Shards: 3, BalanceEvery: 100 * time.Millisecond})
-	for s := 0; s < 3; s++ {
-		from := c.LeaderOf(s)
-		if from == 0 {
-			continue
-		}
-		f := c.Shard(from, s).Raft().LeadershipTransferToServer(raft.ServerID(shardtest.Addr(0)), raft.ServerAddress(shardtest.Addr(0)))
-		if err := f.Error(); err != nil {
-			t.Logf("shard %d: transfer to node 0: %v (balancing may have moved it already)", s, err)
-		}
-	}
+	moveAllTo(t, c, 0)
 	balanced := func() bool {
 		led := map[int]int{}
 		for s := 0; s < 3; s++ {

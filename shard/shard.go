@@ -53,6 +53,9 @@ type Settings struct {
 	// its share of shards (see balance.go): 0 means DefaultBalanceEvery,
 	// negative never.
 	BalanceEvery time.Duration
+	// Reachable reports whether this node can reach a peer's Raft address
+	// now; balancing hands leadership only to peers it reaches (nil: all).
+	Reachable func(ctx context.Context, addr string) bool
 	// AlarmAttempts is how many times a failing alarm handler is tried
 	// before the alarm is given up on (it stays set): 0 means
 	// DefaultAlarmAttempts. AlarmBackoff is the wait after the first

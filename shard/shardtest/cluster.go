@@ -61,6 +61,8 @@ type Options struct {
 	// BalanceEvery turns leadership balancing on (see shard.Settings); the
 	// default, 0, leaves it off so that tests keep the leaders they pick.
 	BalanceEvery time.Duration
+	// Reachable is the balancing reachability probe (see shard.Settings).
+	Reachable func(ctx context.Context, addr string) bool
 }
 
 func (c *Cluster) balanceEvery() time.Duration {
@@ -191,6 +193,7 @@ func (c *Cluster) openHost(i int) (*shard.Host, error) {
 			SessionTTL:    c.opts.SessionTTL,
 			IdleTimeout:   c.opts.IdleTimeout,
 			BalanceEvery:  c.balanceEvery(),
+			Reachable:     c.opts.Reachable,
 			Logger:        c.opts.Logger.With("node", Addr(i)),
 			AlarmAttempts: c.opts.AlarmAttempts, AlarmBackoff: c.opts.AlarmBackoff,
 		},

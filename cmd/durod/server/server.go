@@ -34,6 +34,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // Main runs a node with the built-in classes plus classes, and exits.
@@ -153,7 +156,7 @@ func Start(ctx context.Context, cfg config.Config, reg *duro.Registry, log *slog
 				SnapshotInterval: rt.SnapshotInterval, TrailingLogs: rt.TrailingLogs, MaxAppendEntries: rt.MaxAppendEntries},
 			Registry: reg, Limits: shard.Limits{MaxKeyBytes: cfg.Limits.MaxKeyBytes, MaxValueBytes: cfg.Limits.MaxValueBytes},
 			SessionTTL: cfg.SessionTTL, IdleTimeout: cfg.IdleTimeout, Logger: log, Now: now,
-			Caller: n.callObject,
+			Caller: n.callObject, Reachable: reachable,
 		},
 		DataDir: cfg.DataDir, Shards: cfg.Shards, MaxActive: cfg.MaxActive,
 		Transport: func(id shard.ID) (raft.Transport, error) {
@@ -328,4 +331,17 @@ func (n *Node) Close(ctx context.Context) error {
 	err := n.host.Close(ctx)
 	n.mux.Close()
 	return err
+}
+
+// reachable reports whether the node at addr (its listen address, which
+// carries Raft and gRPC) answers its health service as serving within ctx.
+// Leadership balancing asks it before handing a shard to that node.
+func reachable(ctx context.Context, addr string) bool {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return false
+	}
+	defer cc.Close()
+	resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+	return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
 }
