@@ -5,7 +5,7 @@ PEERS   := n1=127.0.0.1:7071,n2=127.0.0.1:7072,n3=127.0.0.1:7073
 TESTFLAGS ?=
 BENCHFLAGS ?=
 
-.PHONY: help build run test lint proto clean fuzz bench bench-compare bench-failover bench-scale jepsen jepsen-smoke
+.PHONY: help build run test test-deps lint proto clean fuzz bench bench-compare bench-failover bench-scale jepsen jepsen-smoke
 
 JEPSEN_NODES ?= 5
 JEPSEN_TIME  ?= 60s
@@ -25,11 +25,28 @@ run: build ## start a local 3-node cluster in the foreground (data under ./data;
 	echo "duro: 3 nodes on 127.0.0.1:7071-7073 (HTTP 7081-7083); try: $(BIN)/duroctl --endpoints 127.0.0.1:7071 status"; \
 	wait
 
-test: ## run the whole test suite (race detector on)
+test: test-deps ## run the whole test suite (race detector on)
 	$(GO) vet ./...
 	$(GO) build -o $(BIN)/ ./cmd/...
 	@[ "$$(id -u)" = 0 ] || echo "jepsen smoke (TestSmoke): will skip, it needs root for network namespaces and nftables"
+	@command -v chromium >/dev/null || echo "chat page (TestChatPageTwoTabs): will skip unless it can install chromium itself"
 	$(GO) test -race -timeout 15m $(TESTFLAGS) ./...
+
+# The tests install these themselves when they can; installing them first, one
+# apt-get at a time, keeps test packages running in parallel from contending
+# for dpkg's lock.
+TEST_PKGS := etcd:etcd-server chromium:chromium nft:nftables ip:iproute2
+
+test-deps: ## install the Debian packages the tests use (as root with apt-get; otherwise a no-op)
+	@[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null || exit 0; \
+	missing=""; for p in $(TEST_PKGS); do command -v $${p%%:*} >/dev/null || missing="$$missing $${p#*:}"; done; \
+	[ -n "$$missing" ] || exit 0; \
+	echo "test-deps: installing$$missing with apt-get"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $$missing >/dev/null || \
+	{ apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null && \
+	  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $$missing >/dev/null; } || \
+	echo "test-deps: could not install$$missing; the tests that need them will try again or skip"
 
 lint: ## gofmt and vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

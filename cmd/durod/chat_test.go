@@ -27,12 +27,19 @@ func chromium(t *testing.T) string {
 		t.Skip("chromium is not installed and there is no apt-get to install it")
 	}
 	t.Log("installing chromium with apt-get")
-	out, err := exec.Command("apt-get", "install", "-y", "--no-install-recommends", "chromium").CombinedOutput()
+	// Other test packages may hold dpkg's lock (installing etcd-server or
+	// nftables) while this runs; wait for it rather than skip.
+	apt := func(args ...string) ([]byte, error) {
+		cmd := exec.Command("apt-get", append([]string{"-o", "DPkg::Lock::Timeout=600"}, args...)...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		return cmd.CombinedOutput()
+	}
+	out, err := apt("install", "-y", "--no-install-recommends", "chromium")
 	if err != nil {
-		if out2, err2 := exec.Command("apt-get", "update").CombinedOutput(); err2 != nil {
+		if out2, err2 := apt("update"); err2 != nil {
 			t.Skipf("chromium cannot be installed: apt-get update: %v\n%s", err2, out2)
 		}
-		if out, err = exec.Command("apt-get", "install", "-y", "--no-install-recommends", "chromium").CombinedOutput(); err != nil {
+		if out, err = apt("install", "-y", "--no-install-recommends", "chromium"); err != nil {
 			t.Skipf("chromium cannot be installed: apt-get install chromium: %v\n%s", err, out)
 		}
 	}

@@ -46,10 +46,12 @@ func EnsureTools() error {
 	if len(pkgs) == 0 {
 		return nil
 	}
-	if err := run("", "apt-get", "update"); err != nil {
+	// Wait for dpkg's lock when another installer holds it.
+	lock := []string{"-o", "DPkg::Lock::Timeout=600"}
+	if err := run("", "apt-get", append(lock, "update")...); err != nil {
 		return err
 	}
-	return run("", "apt-get", append([]string{"install", "-y", "--no-install-recommends"}, pkgs...)...)
+	return run("", "apt-get", append(lock, append([]string{"install", "-y", "--no-install-recommends"}, pkgs...)...)...)
 }
 
 // CleanStale removes namespaces and the bridge left by an earlier run.

@@ -66,7 +66,8 @@ func FindEtcd(ctx context.Context, explicit string, install bool, log io.Writer)
 		return "", errors.New("etcd not found on PATH and there is no apt-get to install etcd-server (pass --etcd)")
 	}
 	apt := func(args ...string) error {
-		cmd := exec.CommandContext(ctx, "apt-get", args...)
+		// Wait for dpkg's lock when another installer holds it.
+		cmd := exec.CommandContext(ctx, "apt-get", append([]string{"-o", "DPkg::Lock::Timeout=600"}, args...)...)
 		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 		if log != nil {
 			cmd.Stdout, cmd.Stderr = log, log
