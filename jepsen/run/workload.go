@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync/atomic"
-	"time"
 
 	"github.com/duro-io/duro"
 	"github.com/duro-io/duro/client"
@@ -670,5 +669,3 @@ func newWorkload(name string, shards, shard int) (workload, error) {
 
 // Workloads lists the workloads of the full matrix.
 var Workloads = []string{"register", "counter", "list-append", "set", "memcounter"}
-
-var _ = time.Second
