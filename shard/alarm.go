@@ -3,6 +3,7 @@ package shard
 import (
 	"context"
 	"fmt"
+	"math"
 	"sort"
 	"sync"
 	"time"
@@ -311,9 +312,17 @@ func (t *turnStore) GetAlarm() (time.Time, bool, error) {
 	return time.Unix(0, at), true, nil
 }
 
+// Alarm times are stored as int64 unix nanoseconds; beyond these bounds
+// UnixNano wraps, and a time centuries ahead would be stored as one in the
+// past and fire at once.
+var (
+	minAlarm = time.Unix(0, 1).UTC()
+	maxAlarm = time.Unix(0, math.MaxInt64).UTC()
+)
+
 func (t *turnStore) SetAlarm(at time.Time) error {
-	if at.IsZero() || at.UnixNano() <= 0 {
-		return fmt.Errorf("%w: alarm time %v is not a time after 1970", duro.ErrInvalidArgument, at)
+	if at.IsZero() || at.Before(minAlarm) || at.After(maxAlarm) {
+		return fmt.Errorf("%w: alarm time %v is outside %v to %v", duro.ErrInvalidArgument, at, minAlarm, maxAlarm)
 	}
 	if _, ok := t.obj.inst.(duro.Alarmer); !ok {
 		return fmt.Errorf("%w: class %q has no Alarm method (its instances do not implement duro.Alarmer)", duro.ErrInvalidArgument, t.obj.ns)

@@ -52,6 +52,7 @@ func (alarmer) Alarm(ctx duro.Context, info duro.AlarmInfo) error {
 
 type setAlarmArg struct {
 	AtNanos int64 `json:"at"`
+	Year    int   `json:"year"` // when set, the alarm is at the start of that year (UTC)
 	Fail    int   `json:"fail"`
 }
 
@@ -70,7 +71,11 @@ func alarmRegistry() *duro.Registry {
 			b, _ := json.Marshal(a.Fail)
 			ctx.Storage().Put([]byte("fail"), b)
 		}
-		return true, ctx.Storage().SetAlarm(time.Unix(0, a.AtNanos))
+		at := time.Unix(0, a.AtNanos)
+		if a.Year != 0 {
+			at = time.Date(a.Year, 1, 1, 0, 0, 0, 0, time.UTC)
+		}
+		return true, ctx.Storage().SetAlarm(at)
 	})
 	duro.Method(c, "Delete", func(_ *alarmer, ctx duro.Context, _ struct{}) (bool, error) {
 		return true, ctx.Storage().DeleteAlarm()
@@ -245,6 +250,28 @@ func TestSetAlarmNeedsHandler(t *testing.T) {
 	r := c.Host(0).Call(callCtx(t), &shard.Request{Namespace: "plain", Object: id, Method: "Set", Arg: []byte(`{"at":1}`)})
 	if r.Err == nil || r.Err.Code != duro.CodeInvalidArgument || !strings.Contains(r.Err.Message, "no Alarm method") {
 		t.Fatalf("SetAlarm on a class without Alarm: %v", r.Err)
+	}
+}
+
+// A time past what int64 nanoseconds hold (year 2262) is refused, not
+// wrapped into the past, where it would fire at once.
+func TestSetAlarmOutOfRange(t *testing.T) {
+	c := shardtest.NewWithOptions(t, shardtest.Options{Nodes: 1, Shards: 1, Registry: alarmRegistry()})
+	c.LeaderOf(0)
+	id := c.ObjectIn(alarmNS, 0, "far")
+	for _, year := range []int{2600, 1969} {
+		r := c.Host(0).Call(callCtx(t), alarmCall(id, "Set", setAlarmArg{Year: year}))
+		if r.Err == nil || r.Err.Code != duro.CodeInvalidArgument {
+			t.Fatalf("SetAlarm in %d: %v, want InvalidArgument", year, r.Err)
+		}
+	}
+	mustOK(t, c.Host(0).Call(callCtx(t), alarmCall(id, "Set", setAlarmArg{Year: 2200})))
+	if s := alarmStateOf(t, c.Host(0), id); !s.Set || time.Unix(0, s.At).UTC().Year() != 2200 {
+		t.Fatalf("alarm in 2200 reads back as %+v (%v)", s, time.Unix(0, s.At).UTC())
+	}
+	time.Sleep(50 * time.Millisecond)
+	if s := alarmStateOf(t, c.Host(0), id); len(s.Fires) != 0 {
+		t.Fatalf("an alarm in 2200 fired: %+v", s.Fires)
 	}
 }
 
