@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -954,4 +955,50 @@ func TestRebuildAfterMachineCrash(t *testing.T) {
 			t.Fatalf("after rebuild: counter %d, want 11", got)
 		}
 	}
+}
+
+// An object's outgoing call is output, like a reply: it leaves only once a
+// quorum confirmed that its node still leads, so a leader cut off from its
+// peers (and about to be deposed) does not act on what it read.
+func TestOutgoingCallNeedsConfirmedLeader(t *testing.T) {
+	var sent atomic.Int64
+	var sink duro.ID // set before the first call
+	reg := shardtest.Registry()
+	relay := duro.NewClass("relay", func() *struct{} { return &struct{}{} })
+	duro.Method(relay, "Send", func(_ *struct{}, ctx duro.Context, _ struct{}) (bool, error) {
+		return true, ctx.Stub(shardtest.CounterNamespace, sink).Call(ctx, "Hit", nil, nil)
+	})
+	reg.Register(relay)
+	// A lease long enough that the cut-off leader still believes it leads
+	// when the call runs.
+	timing := shardtest.Timing
+	timing.HeartbeatTimeout, timing.ElectionTimeout, timing.LeaderLeaseTimeout = time.Second, time.Second, time.Second
+	c := shardtest.NewWithOptions(t, shardtest.Options{Nodes: 3, Shards: 1, Registry: reg, Timing: &timing,
+		Caller: func(context.Context, string, duro.ID, string, []byte) ([]byte, error) {
+			sent.Add(1)
+			return []byte("null"), nil
+		}})
+	id := c.ObjectIn("relay", 0, "r")
+	sink = c.ObjectIn(shardtest.CounterNamespace, 0, "sink")
+	send := &shard.Request{Namespace: "relay", Object: id, Method: "Send", Arg: []byte("{}")}
+	old := c.LeaderOf(0)
+	if r := callWithin(t, c.Host(old), send, waitResult); r.Err != nil {
+		t.Fatalf("Send on the leader: %v", r.Err)
+	}
+	if n := sent.Load(); n != 1 {
+		t.Fatalf("%d calls left, want 1", n)
+	}
+
+	c.Isolate(old)
+	// Let heartbeats already in flight at the cut finish: one could still
+	// confirm the old leadership.
+	time.Sleep(100 * time.Millisecond)
+	r := callWithin(t, c.Host(old), send, 3*time.Second)
+	if r.Err == nil {
+		t.Fatalf("Send on a leader cut off from its peers succeeded")
+	}
+	if n := sent.Load(); n != 1 {
+		t.Fatalf("a leader cut off from its peers let a call out (%d calls, want 1); its reply: %v", n, r.Err)
+	}
+	c.Heal()
 }

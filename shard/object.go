@@ -479,15 +479,22 @@ func (o *object) readGate(ctx context.Context, deps *entry, res Result) Result {
 			return Result{Err: &duro.Error{Code: duro.CodeDeadlineExceeded, Message: ctx.Err().Error(), Retryable: true}}
 		}
 	}
-	if err := s.verify.verify(ctx); err != nil {
-		addr, _ := s.Leader()
-		return Result{Err: notLeader(s.id, addr)}
-	}
-	if s.raft.CurrentTerm() != o.term {
-		addr, _ := s.Leader()
-		return Result{Err: notLeader(s.id, addr)}
+	if err := o.confirmLeader(ctx); err != nil {
+		return Result{Err: err}
 	}
 	return res
+}
+
+// confirmLeader returns nil once a quorum has confirmed that this node
+// still leads the shard in the term the object was activated in: what the
+// object read is then current, and output that depends on it may leave.
+func (o *object) confirmLeader(ctx context.Context) *duro.Error {
+	s := o.h.s
+	if err := s.verify.verify(ctx); err != nil || s.raft.CurrentTerm() != o.term {
+		addr, _ := s.Leader()
+		return notLeader(s.id, addr)
+	}
+	return nil
 }
 
 func (o *object) invoke(fn duro.Handler, ctx duro.Context, arg []byte) (reply []byte, err error) {

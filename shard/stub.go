@@ -61,6 +61,11 @@ func (s *turnStub) CallRaw(ctx context.Context, method string, arg []byte) ([]by
 	if err := s.t.store.awaitOverlays(ctx); err != nil {
 		return nil, err
 	}
+	// A call is output, like a reply: a deposed leader that has not noticed
+	// yet must not act on what it read.
+	if err := s.t.obj.confirmLeader(ctx); err != nil {
+		return nil, err
+	}
 	caller := s.t.obj.h.s.cfg.Caller
 	if caller == nil {
 		return nil, duro.Errorf(duro.CodeUnavailable, "calls between objects are not configured on this node")

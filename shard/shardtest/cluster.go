@@ -63,6 +63,9 @@ type Options struct {
 	BalanceEvery time.Duration
 	// Reachable is the balancing reachability probe (see shard.Settings).
 	Reachable func(ctx context.Context, addr string) bool
+	// Caller makes every node's calls between objects (see shard.Settings);
+	// nil: each node calls only the shards it leads.
+	Caller func(ctx context.Context, ns string, id duro.ID, method string, arg []byte) ([]byte, error)
 }
 
 func (c *Cluster) balanceEvery() time.Duration {
@@ -194,6 +197,7 @@ func (c *Cluster) openHost(i int) (*shard.Host, error) {
 			IdleTimeout:   c.opts.IdleTimeout,
 			BalanceEvery:  c.balanceEvery(),
 			Reachable:     c.opts.Reachable,
+			Caller:        c.opts.Caller,
 			Logger:        c.opts.Logger.With("node", Addr(i)),
 			AlarmAttempts: c.opts.AlarmAttempts, AlarmBackoff: c.opts.AlarmBackoff,
 		},
