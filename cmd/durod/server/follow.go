@@ -29,6 +29,9 @@ func (n *Node) follow(ctx context.Context, ns string, id duro.ID, from uint64, s
 	if c == nil {
 		return &duro.Error{Code: duro.CodeUnavailable, Retryable: true, Message: "node still starting"}
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(n.stopping, cancel)()
 	changed, stop := n.host.Watch(id)
 	defer stop()
 	stub := c.Namespace(ns).Get(id)

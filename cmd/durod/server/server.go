@@ -118,6 +118,10 @@ type Node struct {
 	calls atomic.Pointer[client.Client]
 	clock *skewClock // nil unless Failpoints.ClockControl
 	errCh chan error
+	// stopping ends when Close starts; followers (gRPC and SSE) end with it,
+	// so they do not hold the HTTP server's graceful shutdown.
+	stopping context.Context
+	stop     context.CancelFunc
 }
 
 // Start opens the node's shards and starts serving.
@@ -135,6 +139,7 @@ func Start(ctx context.Context, cfg config.Config, reg *duro.Registry, log *slog
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	n := &Node{cfg: cfg, log: log, errCh: make(chan error, 3)}
+	n.stopping, n.stop = context.WithCancel(context.Background())
 	var now func() time.Time
 	if fp.ClockControl {
 		n.clock = &skewClock{}
@@ -316,6 +321,7 @@ func (n *Node) callObject(ctx context.Context, ns string, id duro.ID, method str
 // leaderships, stop gRPC (finishing calls), stop the listener, shut down Raft
 // and close the stores.
 func (n *Node) Close(ctx context.Context) error {
+	n.stop()
 	n.srv.SetServing(false)
 	if n.http != nil {
 		n.http.Shutdown(ctx)

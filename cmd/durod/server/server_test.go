@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"log/slog"
@@ -156,6 +157,34 @@ func TestCloseWithOpenClientStreams(t *testing.T) {
 	case <-closed:
 	case <-time.After(time.Minute): // a hang, not a speed limit
 		t.Fatal("Close waited on a client's open call stream")
+	}
+}
+
+// TestCloseWithOpenFollower: a browser following a room over SSE keeps its
+// request open; closing the node must end it rather than wait for it (the
+// HTTP server's graceful shutdown waited the whole deadline, and without
+// one, forever).
+func TestCloseWithOpenFollower(t *testing.T) {
+	n := startNode(t)
+	if st := postJSON(t, n, "/v1/ns/room/objects/r/Post", map[string]string{"author": "a", "text": "hi"}, nil); st != 200 {
+		t.Fatalf("Post: status %d", st)
+	}
+	resp, err := http.Get("http://" + n.cfg.HTTP + "/v1/ns/room/objects/r/follow?from=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() && !strings.HasPrefix(sc.Text(), "data: ") {
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- n.Close(context.Background()) }()
+	select {
+	case <-closed:
+	case <-time.After(time.Minute): // a hang, not a speed limit
+		t.Fatal("Close waited on an open follow request")
+	}
+	for sc.Scan() { // the stream ends, so an EventSource reconnects elsewhere
 	}
 }
 
