@@ -6,6 +6,7 @@ import (
 	"math"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/duro-io/duro"
@@ -35,8 +36,9 @@ const (
 	DefaultAlarmAttempts = 6
 	DefaultAlarmBackoff  = 100 * time.Millisecond
 	maxAlarmBackoff      = 30 * time.Second
-	// alarmTimeout bounds one alarm turn (the handler's ctx deadline).
-	alarmTimeout = 30 * time.Second
+	// DefaultAlarmTimeout bounds one alarm turn, its wait in the object's
+	// queue included (the handler's ctx deadline).
+	DefaultAlarmTimeout = 30 * time.Second
 	// maxAlarmFires bounds the alarm turns running at once per shard.
 	maxAlarmFires = 64
 	// alarmScanLimit bounds the due alarms read per scan.
@@ -52,6 +54,13 @@ func (c *Config) alarmAttempts() int {
 		return DefaultAlarmAttempts
 	}
 	return c.AlarmAttempts
+}
+
+func (c *Config) alarmTimeout() time.Duration {
+	if c.AlarmTimeout <= 0 {
+		return DefaultAlarmTimeout
+	}
+	return c.AlarmTimeout
 }
 
 func (c *Config) alarmBackoff(failures int) time.Duration {
@@ -121,10 +130,14 @@ func (s *Shard) nudgeAlarms() {
 
 type alarmTry struct {
 	at       int64
-	failures int
-	next     time.Time // do not fire before
-	running  bool
-	gaveUp   bool
+	failures int // of the handler: these count toward giving up
+	// missed counts turns that failed without the handler failing (the
+	// turn timed out in the object's queue, the object was reset, its
+	// entry did not commit): retried with backoff, never given up on.
+	missed  int
+	next    time.Time // do not fire before
+	running bool
+	gaveUp  bool
 }
 
 type alarmDone struct {
@@ -226,6 +239,11 @@ func (s *Shard) runAlarms(ctx context.Context) {
 			case d.res.Err == nil:
 				delete(tries, d.id)
 				s.alarms.update(func() { s.alarms.fired++ })
+			case d.res.alarmMissed:
+				tr.missed++
+				tr.next = s.cfg.Now().Add(s.cfg.alarmBackoff(tr.missed))
+				s.log.Info("alarm turn did not complete; retrying", "ns", d.res.alarmNS, "object", d.id.String(),
+					"missed", tr.missed, "err", d.res.Err.Error())
 			default:
 				tr.failures++
 				gaveUp := tr.failures >= s.cfg.alarmAttempts()
@@ -266,19 +284,30 @@ func (s *Shard) fireAlarm(ctx context.Context, e fsm.AlarmEntry, retry int, resu
 		return
 	}
 	info := duro.AlarmInfo{Scheduled: time.Unix(0, e.At), Retry: retry}
+	// handlerFailed stays set when the handler returns an error or panics
+	// (invoke recovers the panic after fn is gone).
+	var handlerFailed atomic.Bool
 	fn := func(c duro.Context, inst duro.Instance, _ []byte) ([]byte, error) {
+		handlerFailed.Store(true)
 		a, ok := inst.(duro.Alarmer)
 		if !ok {
 			return nil, duro.Errorf(duro.CodeFailedPrecondition, "class %q has an alarm set but no Alarm method", e.Namespace)
 		}
-		return nil, a.Alarm(c, info)
+		if err := a.Alarm(c, info); err != nil {
+			return nil, err
+		}
+		handlerFailed.Store(false)
+		return nil, nil
 	}
-	cctx, cancel := context.WithTimeout(ctx, alarmTimeout)
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.alarmTimeout())
 	var once sync.Once
 	s.host.submit(&call{ctx: cctx, req: &Request{Namespace: e.Namespace, Object: e.Object, Method: "(alarm)"},
 		class: class, fn: fn, alarm: true, done: func(r Result) {
 			once.Do(func() {
 				cancel()
+				// A retryable failure the handler did not cause is not
+				// the handler's attempt.
+				r.alarmMissed = r.Err != nil && !handlerFailed.Load() && (r.Err.Retryable || r.Err.Indeterminate)
 				send(r)
 			})
 		}})

@@ -77,6 +77,11 @@ func alarmRegistry() *duro.Registry {
 		}
 		return true, ctx.Storage().SetAlarm(at)
 	})
+	// Hold keeps the object busy (its turn goroutine) for ms milliseconds.
+	duro.Method(c, "Hold", func(_ *alarmer, ctx duro.Context, ms int) (bool, error) {
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		return true, nil
+	})
 	duro.Method(c, "Delete", func(_ *alarmer, ctx duro.Context, _ struct{}) (bool, error) {
 		return true, ctx.Storage().DeleteAlarm()
 	})
@@ -216,6 +221,25 @@ func TestAlarmRetriesWithBackoff(t *testing.T) {
 	st := c.Shard(0, 0).AlarmStats()
 	if st.Failures != 3 || st.Fired != 1 || len(st.Failed) != 0 {
 		t.Fatalf("stats %+v: want 3 failures, 1 fired, none given up", st)
+	}
+}
+
+// Turns that fail without the handler failing (here: the alarm's turn times
+// out behind a long call on its object) are not the handler's attempts: the
+// alarm is not given up on, and fires once the object is free.
+func TestAlarmBehindBusyObjectIsNotGivenUp(t *testing.T) {
+	c := shardtest.NewWithOptions(t, shardtest.Options{Nodes: 1, Shards: 1, Registry: alarmRegistry(),
+		AlarmAttempts: 2, AlarmBackoff: time.Millisecond, AlarmTimeout: 50 * time.Millisecond})
+	c.LeaderOf(0)
+	h := c.Host(0)
+	id := c.ObjectIn(alarmNS, 0, "busy")
+	// The alarm is due while Hold keeps the object busy for far longer
+	// than an alarm turn may wait.
+	mustOK(t, h.Call(callCtx(t), alarmCall(id, "Set", setAlarmArg{AtNanos: time.Now().Add(200 * time.Millisecond).UnixNano()})))
+	mustOK(t, h.Call(callCtx(t), alarmCall(id, "Hold", 1000)))
+	shardtest.Eventually(t, func() bool { return len(alarmStateOf(t, h, id).Fires) > 0 }, 10*time.Second, "alarm did not fire after the object was free")
+	if st := c.Shard(0, 0).AlarmStats(); st.Failures != 0 || len(st.Failed) != 0 {
+		t.Fatalf("stats %+v: turns that timed out in the queue counted as handler failures", st)
 	}
 }
 

@@ -32,6 +32,7 @@ type Result struct {
 	Err   *duro.Error
 
 	alarmSkipped bool   // an alarm turn found its alarm not due
+	alarmMissed  bool   // an alarm turn failed without its handler failing
 	alarmNS      string // set on alarm results
 }
 

@@ -58,10 +58,15 @@ type Settings struct {
 	Reachable func(ctx context.Context, addr string) bool
 	// AlarmAttempts is how many times a failing alarm handler is tried
 	// before the alarm is given up on (it stays set): 0 means
-	// DefaultAlarmAttempts. AlarmBackoff is the wait after the first
-	// failure, doubled after each further one: 0 means DefaultAlarmBackoff.
+	// DefaultAlarmAttempts; only the handler's own failures (an error, a
+	// panic) count. AlarmBackoff is the wait after the first failure,
+	// doubled after each further one: 0 means DefaultAlarmBackoff.
 	AlarmAttempts int
 	AlarmBackoff  time.Duration
+	// AlarmTimeout bounds one alarm turn, its wait behind the object's other
+	// calls included; a turn that runs out is retried without counting as
+	// a failed attempt. 0 means DefaultAlarmTimeout.
+	AlarmTimeout time.Duration
 	// Caller makes the calls between objects (duro.Context.Stub); the chain
 	// of waiting calls travels in ctx (duro.CallChain). nil: NewHost sets it
 	// to call this node's own shards.

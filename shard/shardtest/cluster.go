@@ -58,6 +58,7 @@ type Options struct {
 	// shard.Settings).
 	AlarmAttempts int
 	AlarmBackoff  time.Duration
+	AlarmTimeout  time.Duration
 	// BalanceEvery turns leadership balancing on (see shard.Settings); the
 	// default, 0, leaves it off so that tests keep the leaders they pick.
 	BalanceEvery time.Duration
@@ -199,7 +200,7 @@ func (c *Cluster) openHost(i int) (*shard.Host, error) {
 			Reachable:     c.opts.Reachable,
 			Caller:        c.opts.Caller,
 			Logger:        c.opts.Logger.With("node", Addr(i)),
-			AlarmAttempts: c.opts.AlarmAttempts, AlarmBackoff: c.opts.AlarmBackoff,
+			AlarmAttempts: c.opts.AlarmAttempts, AlarmBackoff: c.opts.AlarmBackoff, AlarmTimeout: c.opts.AlarmTimeout,
 		},
 		DataDir:   filepath.Join(c.dirs[i], "data"),
 		Shards:    c.opts.Shards,
