@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"os/exec"
+	"strconv"
 	"strings"
+	"syscall"
 )
 
 // Names of the kernel objects the harness makes. They are unique to duro's
@@ -61,7 +63,28 @@ func CleanStale() {
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
 		if len(f) > 0 && strings.HasPrefix(f[0], nsPrefix) {
+			// A process left inside keeps the namespace (and its veth
+			// pair) alive after the delete.
+			pids, _ := exec.Command("ip", "netns", "pids", f[0]).Output()
+			for _, p := range strings.Fields(string(pids)) {
+				if pid, err := strconv.Atoi(p); err == nil {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
 			_ = run("", "ip", "netns", "del", f[0])
+		}
+	}
+	// The kernel tears a deleted namespace down asynchronously, and under
+	// load its veth pairs can outlive it by tens of seconds; deleting the
+	// host ends removes the pairs now.
+	out, _ = exec.Command("ip", "-o", "link", "show").Output()
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 1 {
+			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			if strings.HasPrefix(name, nsPrefix+"v") {
+				_ = run("", "ip", "link", "del", name)
+			}
 		}
 	}
 	if exec.Command("ip", "link", "show", Bridge).Run() == nil {
@@ -126,6 +149,8 @@ func setupNamespace(i int) error {
 		{"-n", ns, "link", "set", "eth0", "up"},
 		{"-n", ns, "link", "set", "lo", "up"},
 	}
+	// A pair left by the previous cluster may still be going away.
+	_ = exec.Command("ip", "link", "del", host).Run()
 	for _, s := range steps {
 		if err := run("", "ip", s...); err != nil {
 			return err
