@@ -147,19 +147,58 @@ func (s *Server) Call(ctx context.Context, r *pb.CallRequest) (*pb.CallResponse,
 // matched by tag.
 func (s *Server) CallStream(stream pb.Objects_CallStreamServer) error {
 	ctx := stream.Context()
+	// Responses are queued and sent by one goroutine: a result callback
+	// runs on an object's turn goroutine (or the shard's leadership
+	// watcher), which a client that stops reading must not block. The
+	// queue holds at most one response per call the client sent.
 	var (
-		sendMu  sync.Mutex // guards stream.Send and sendErr
-		sendErr error
-		wg      sync.WaitGroup
+		wg     sync.WaitGroup // result callbacks still to run
+		outMu  sync.Mutex     // guards out
+		out    []*pb.CallResponse
+		wake   = make(chan struct{}, 1)
+		flush  = make(chan struct{}) // closed once every callback ran
+		sender = make(chan struct{}) // closed when the sender is done
 	)
 	send := func(resp *pb.CallResponse) {
-		sendMu.Lock()
-		defer sendMu.Unlock()
-		if sendErr == nil {
-			sendErr = stream.Send(resp)
+		outMu.Lock()
+		out = append(out, resp)
+		outMu.Unlock()
+		select {
+		case wake <- struct{}{}:
+		default:
 		}
 	}
-	defer wg.Wait()
+	go func() {
+		defer close(sender)
+		for {
+			last := false
+			select {
+			case <-wake:
+			case <-flush:
+				last = true
+			case <-ctx.Done():
+				return
+			}
+			outMu.Lock()
+			batch := out
+			out = nil
+			outMu.Unlock()
+			for _, r := range batch {
+				if stream.Send(r) != nil {
+					return
+				}
+			}
+			if last {
+				return
+			}
+		}
+	}()
+	// On the way out, answer every call taken, then end the stream.
+	defer func() {
+		wg.Wait()
+		close(flush)
+		<-sender
+	}()
 	type received struct {
 		r   *pb.CallRequest
 		err error

@@ -16,6 +16,9 @@ import (
 	"github.com/duro-io/duro/cmd/durod/builtin"
 	"github.com/duro-io/duro/config"
 	"github.com/duro-io/duro/rpc"
+	"github.com/duro-io/duro/rpc/pb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 func freeAddr(t *testing.T) string {
@@ -185,6 +188,67 @@ func TestCloseWithOpenFollower(t *testing.T) {
 		t.Fatal("Close waited on an open follow request")
 	}
 	for sc.Scan() { // the stream ends, so an EventSource reconnects elsewhere
+	}
+}
+
+// TestStalledStreamClientDoesNotStallObject: a client that sends calls on a
+// CallStream and never reads the replies must not hold up the object. A
+// retried call already applied is answered from the session table on the
+// object's turn goroutine, which blocked on the stream's flow control.
+func TestStalledStreamClientDoesNotStallObject(t *testing.T) {
+	n := startNode(t)
+	// Small fixed flow-control windows (no BDP growth): the stream stalls
+	// after about 64 KiB of unread replies.
+	cc, err := grpc.NewClient(n.cfg.Listen, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(1<<16), grpc.WithInitialConnWindowSize(1<<16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	objs := pb.NewObjectsClient(cc)
+	id := duro.IDFromName("kv", "stalled")
+	session := make([]byte, 16)
+	session[0] = 0x5e
+	put := &pb.CallRequest{Namespace: "kv", ObjectId: id[:], Method: "Put",
+		Arg: []byte(`{"key":"k","value":"v"}`), ClientId: session, Seq: 1}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang, not a speed limit
+	defer cancel()
+	for { // until the shard has a leader
+		r, err := objs.Call(ctx, put)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Error == nil {
+			break
+		}
+		if !r.Error.Retryable {
+			t.Fatalf("Put: %v", r.Error)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stream, err := objs.CallStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Retries of the applied Put, far more replies than the window holds,
+	// never read.
+	for i := range 20000 {
+		put.Tag = uint64(i)
+		if err := stream.Send(put); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := client.Dial(ctx, []string{n.cfg.Listen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var v struct {
+		Value string `json:"value"`
+	}
+	ns := c.Namespace("kv")
+	if err := ns.Get(id).Call(ctx, "Get", map[string]string{"key": "k"}, &v); err != nil || v.Value != "v" {
+		t.Fatalf("Get from another client while one stalls its stream: %v (%q)", err, v.Value)
 	}
 }
 
