@@ -365,7 +365,7 @@ func TestFlagSetNames(t *testing.T) {
 		"session-ttl", "idle-timeout", "max-active", "log-level", "log-format", "raft-heartbeat-timeout",
 		"raft-election-timeout", "raft-leader-lease-timeout", "raft-commit-timeout",
 		"raft-snapshot-threshold", "raft-snapshot-interval", "raft-trailing-logs",
-		"raft-max-append-entries", "max-key-bytes", "max-value-bytes",
+		"raft-max-append-entries", "raft-log-store", "max-key-bytes", "max-value-bytes",
 	}
 	fs := FlagSet()
 	for _, n := range names {
@@ -426,6 +426,7 @@ func TestValidate(t *testing.T) {
 		{"snapshot-threshold 0", func(c *Config) { c.Raft.SnapshotThreshold = 0 }, "config: raft.snapshot-threshold:"},
 		{"max-append-entries 0", func(c *Config) { c.Raft.MaxAppendEntries = 0 }, "config: raft.max-append-entries:"},
 		{"max-append-entries too many", func(c *Config) { c.Raft.MaxAppendEntries = 1025 }, "config: raft.max-append-entries:"},
+		{"unknown log store", func(c *Config) { c.Raft.LogStore = "rocksdb" }, "config: raft.log-store:"},
 		{"max-key-bytes 0", func(c *Config) { c.Limits.MaxKeyBytes = 0 }, "config: limits.max-key-bytes:"},
 		{"max-key-bytes too big", func(c *Config) { c.Limits.MaxKeyBytes = 65536 }, "config: limits.max-key-bytes:"},
 		{"max-value-bytes 0", func(c *Config) { c.Limits.MaxValueBytes = 0 }, "config: limits.max-value-bytes:"},

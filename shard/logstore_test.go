@@ -13,11 +13,18 @@ import (
 // "sealed segment has no index block" at the next start), found by
 // `duroctl bench failover` killing and restarting leaders.
 func TestLogSuffixTruncationSurvivesRestart(t *testing.T) {
+	for _, kind := range []string{"boltdb", "wal"} {
+		t.Run(kind, func(t *testing.T) { testLogSuffixTruncation(t, kind) })
+	}
+}
+
+func testLogSuffixTruncation(t *testing.T, kind string) {
 	dir := t.TempDir()
-	st, err := openRaftStore(dir)
+	stores, err := openRaftStores(dir, kind)
 	if err != nil {
 		t.Fatal(err)
 	}
+	st := stores.log
 	var logs []*raft.Log
 	for i := uint64(1); i <= 200; i++ {
 		logs = append(logs, &raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte("x")})
@@ -31,13 +38,14 @@ func TestLogSuffixTruncationSurvivesRestart(t *testing.T) {
 	if err := st.StoreLogs([]*raft.Log{{Index: 190, Term: 2, Type: raft.LogCommand, Data: []byte("y")}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Close(); err != nil {
+	if err := stores.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if st, err = openRaftStore(dir); err != nil {
+	if stores, err = openRaftStores(dir, kind); err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	defer stores.Close()
+	st = stores.log
 	for i := uint64(1); i <= 190; i++ {
 		var l raft.Log
 		if err := st.GetLog(i, &l); err != nil {
@@ -49,5 +57,25 @@ func TestLogSuffixTruncationSurvivesRestart(t *testing.T) {
 	}
 	if li, _ := st.LastIndex(); li != 190 {
 		t.Fatalf("LastIndex %d, want 190", li)
+	}
+}
+
+// A data directory keeps the log store it was created with: opening it with
+// the other one is refused instead of starting with an empty log.
+func TestLogStoreSwitchRefused(t *testing.T) {
+	for _, c := range []struct{ created, reopened string }{{"boltdb", "wal"}, {"wal", "boltdb"}} {
+		dir := t.TempDir()
+		st, err := openRaftStores(dir, c.created)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.log.StoreLogs([]*raft.Log{{Index: 1, Term: 1, Type: raft.LogCommand}}); err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+		if st, err := openRaftStores(dir, c.reopened); err == nil {
+			st.Close()
+			t.Fatalf("a log written with %s was opened with %s", c.created, c.reopened)
+		}
 	}
 }

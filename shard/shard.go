@@ -13,6 +13,7 @@ import (
 
 	"github.com/duro-io/duro"
 	"github.com/duro-io/duro/fsm"
+	"github.com/duro-io/duro/shard/wal"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	bolt "go.etcd.io/bbolt"
@@ -71,6 +72,10 @@ type Settings struct {
 	// of waiting calls travels in ctx (duro.CallChain). nil: NewHost sets it
 	// to call this node's own shards.
 	Caller func(ctx context.Context, ns string, id duro.ID, method string, arg []byte) ([]byte, error)
+	// LogStore selects the Raft log's storage: "" or "boltdb" for
+	// raft-boltdb, "wal" for shard/wal. The stable store (term, vote) is
+	// raft-boltdb either way.
+	LogStore string
 }
 
 // Config configures one Shard.
@@ -96,7 +101,7 @@ type Shard struct {
 	cfg     Config
 	log     *slog.Logger
 	machine *fsm.Machine
-	store   *raftboltdb.BoltStore
+	store   *raftStores
 	raft    *raft.Raft
 	notify  chan bool
 	host    *objectHost
@@ -154,12 +159,12 @@ func Open(cfg Config) (*Shard, error) {
 }
 
 func (s *Shard) startRaft() error {
-	store, err := openRaftStore(s.cfg.Dir)
+	store, err := openRaftStores(s.cfg.Dir, s.cfg.LogStore)
 	if err != nil {
 		return fmt.Errorf("open raft log: %w", err)
 	}
 	s.store = store
-	logs, err := raft.NewLogCache(1024, store)
+	logs, err := raft.NewLogCache(1024, store.log)
 	if err != nil {
 		return err
 	}
@@ -197,16 +202,16 @@ func (s *Shard) startRaft() error {
 			return fmt.Errorf("restore snapshot %s: %w", list[0].ID, err)
 		}
 	}
-	existing, err := raft.HasExistingState(logs, store, snaps)
+	existing, err := raft.HasExistingState(logs, store.stable, snaps)
 	if err != nil {
 		return err
 	}
 	if !existing {
-		if err := raft.BootstrapCluster(rc, logs, store, snaps, s.cfg.Transport, raft.Configuration{Servers: s.cfg.Peers}); err != nil {
+		if err := raft.BootstrapCluster(rc, logs, store.stable, snaps, s.cfg.Transport, raft.Configuration{Servers: s.cfg.Peers}); err != nil {
 			return fmt.Errorf("bootstrap: %w", err)
 		}
 	}
-	r, err := raft.NewRaft(rc, (*raftFSM)(s), logs, store, snaps, s.cfg.Transport)
+	r, err := raft.NewRaft(rc, (*raftFSM)(s), logs, store.stable, snaps, s.cfg.Transport)
 	if err != nil {
 		return err
 	}
@@ -214,10 +219,63 @@ func (s *Shard) startRaft() error {
 	return nil
 }
 
-// openRaftStore opens the shard's Raft log and stable store. It stays
-// raft-boltdb: hashicorp/raft-wal v0.4.0 spent a third less CPU per call
-// here but could not start again after truncating its log's tail
-// (hashicorp/raft-wal#31), which every deposed leader does.
+// raftStores are a shard's Raft log and stable store.
+type raftStores struct {
+	log    raft.LogStore
+	stable raft.StableStore
+	close  func() error
+}
+
+func (r *raftStores) Close() error { return r.close() }
+
+// openRaftStores opens the shard's Raft stores: the stable store (term,
+// vote) is always raft-boltdb's raft.db; the log is in that file too
+// ("boltdb") or in the segments of shard/wal under raft-wal/ ("wal").
+// Switching an existing shard from one to the other is refused: its log
+// would be left behind. (hashicorp/raft-wal v0.4.0 was tried and dropped: it
+// could not start again after truncating its log's tail, hashicorp/raft-wal#31,
+// which every deposed leader does.)
+func openRaftStores(dir, kind string) (*raftStores, error) {
+	bolt, err := openRaftStore(dir)
+	if err != nil {
+		return nil, err
+	}
+	walDir := filepath.Join(dir, "raft-wal")
+	segs, _ := filepath.Glob(filepath.Join(walDir, "*.seg"))
+	boltLast, err := bolt.LastIndex()
+	if err != nil {
+		bolt.Close()
+		return nil, err
+	}
+	switch kind {
+	case "", "boltdb":
+		if len(segs) > 0 {
+			bolt.Close()
+			return nil, fmt.Errorf("%s holds a Raft log written with raft log-store \"wal\"; start with that setting", walDir)
+		}
+		return &raftStores{log: bolt, stable: bolt, close: bolt.Close}, nil
+	case "wal":
+		if boltLast > 0 {
+			bolt.Close()
+			return nil, fmt.Errorf("%s holds a Raft log written with raft log-store \"boltdb\"; start with that setting", filepath.Join(dir, "raft.db"))
+		}
+		w, err := wal.Open(walDir, 0)
+		if err != nil {
+			bolt.Close()
+			return nil, err
+		}
+		return &raftStores{log: w, stable: bolt, close: func() error {
+			err := w.Close()
+			if e := bolt.Close(); err == nil {
+				err = e
+			}
+			return err
+		}}, nil
+	}
+	bolt.Close()
+	return nil, fmt.Errorf("unknown raft log store %q", kind)
+}
+
 func openRaftStore(dir string) (*raftboltdb.BoltStore, error) {
 	return raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db"), BoltOptions: &bolt.Options{
 		Timeout: 5 * time.Second,

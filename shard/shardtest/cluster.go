@@ -64,6 +64,9 @@ type Options struct {
 	BalanceEvery time.Duration
 	// Reachable is the balancing reachability probe (see shard.Settings).
 	Reachable func(ctx context.Context, addr string) bool
+	// LogStore is the Raft log's storage (see shard.Settings); the default
+	// is the environment variable DURO_TEST_LOG_STORE, then raft-boltdb.
+	LogStore string
 	// Caller makes every node's calls between objects (see shard.Settings);
 	// nil: each node calls only the shards it leads.
 	Caller func(ctx context.Context, ns string, id duro.ID, method string, arg []byte) ([]byte, error)
@@ -103,6 +106,9 @@ func NewWithOptions(t testing.TB, o Options) *Cluster {
 	}
 	if o.Registry == nil {
 		o.Registry = Registry()
+	}
+	if o.LogStore == "" {
+		o.LogStore = os.Getenv("DURO_TEST_LOG_STORE")
 	}
 	if o.Limits == (shard.Limits{}) {
 		o.Limits = shard.Limits{MaxKeyBytes: duro.DefaultMaxKeyBytes, MaxValueBytes: duro.DefaultMaxValueBytes}
@@ -199,6 +205,7 @@ func (c *Cluster) openHost(i int) (*shard.Host, error) {
 			BalanceEvery:  c.balanceEvery(),
 			Reachable:     c.opts.Reachable,
 			Caller:        c.opts.Caller,
+			LogStore:      c.opts.LogStore,
 			Logger:        c.opts.Logger.With("node", Addr(i)),
 			AlarmAttempts: c.opts.AlarmAttempts, AlarmBackoff: c.opts.AlarmBackoff, AlarmTimeout: c.opts.AlarmTimeout,
 		},

@@ -159,6 +159,7 @@ func Start(ctx context.Context, cfg config.Config, reg *duro.Registry, log *slog
 			Timing: shard.RaftTiming{HeartbeatTimeout: rt.HeartbeatTimeout, ElectionTimeout: rt.ElectionTimeout,
 				LeaderLeaseTimeout: rt.LeaderLeaseTimeout, CommitTimeout: rt.CommitTimeout, SnapshotThreshold: rt.SnapshotThreshold,
 				SnapshotInterval: rt.SnapshotInterval, TrailingLogs: rt.TrailingLogs, MaxAppendEntries: rt.MaxAppendEntries},
+			LogStore: rt.LogStore,
 			Registry: reg, Limits: shard.Limits{MaxKeyBytes: cfg.Limits.MaxKeyBytes, MaxValueBytes: cfg.Limits.MaxValueBytes},
 			SessionTTL: cfg.SessionTTL, IdleTimeout: cfg.IdleTimeout, Logger: log, Now: now,
 			Caller: n.callObject, Reachable: reachable,

@@ -1,0 +1,549 @@
+// Package wal is a Raft log store (raft.LogStore) that appends entries to
+// segment files and makes each StoreLogs durable with one fdatasync.
+//
+// raft-boltdb commits a bbolt transaction per StoreLogs: the data pages,
+// an fdatasync, the meta page, another fdatasync. hashicorp/raft's leader
+// stores its batch before it replicates it and a follower stores it before
+// it answers, so a call waits for four fsyncs in a row; here it waits for
+// two.
+//
+// Layout: a directory of segments named by the index of their first entry
+// (%016x.seg), each a sequence of records
+//
+//	length uint32 | crc32c(payload) uint32 | payload
+//
+// where payload is the entry (index, term, type, appended-at, data,
+// extensions). Only the last segment is appended to; a new one is started
+// when it passes the size limit. The file "first" records the first index
+// after a prefix deletion (compaction), written before whole segments below
+// it are removed.
+//
+// Recovery: every segment is read at Open and each record's checksum and
+// index checked. A bad or partial record at the end of the last segment is
+// a write the crash interrupted (never acknowledged, since StoreLogs had not
+// returned): the file is cut there. Anything else is corruption, and Open
+// fails rather than serve a log with a hole.
+package wal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// DefaultSegmentSize is the size past which a new segment is started.
+const DefaultSegmentSize = 64 << 20
+
+const (
+	headerLen = 8
+	fixedLen  = 8 + 8 + 1 + 8 + 4 + 4 // index, term, type, appended-at, len(data), len(ext)
+	maxRecord = 1 << 30
+	firstFile = "first"
+	segSuffix = ".seg"
+	filePerm  = 0o600
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// Store is a segmented, append-only Raft log. It is safe for concurrent use.
+type Store struct {
+	dir     string
+	segSize int64
+
+	mu    sync.RWMutex // guards everything below
+	segs  []*segment   // ordered by base; the last one is appended to
+	first uint64       // 0 when empty
+	last  uint64
+	buf   []byte
+}
+
+type segment struct {
+	base uint64 // index of the entry at offs[0]
+	f    *os.File
+	offs []int64 // offset of entry base+i
+	end  int64   // length of the valid records
+}
+
+func (s *segment) path(dir string) string { return filepath.Join(dir, segName(s.base)) }
+
+func segName(base uint64) string { return fmt.Sprintf("%016x%s", base, segSuffix) }
+
+// Open opens (creating if needed) the log in dir. segSize <= 0 means
+// DefaultSegmentSize.
+func Open(dir string, segSize int64) (*Store, error) {
+	if segSize <= 0 {
+		segSize = DefaultSegmentSize
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	st := &Store{dir: dir, segSize: segSize}
+	if err := st.load(); err != nil {
+		st.closeFiles()
+		return nil, err
+	}
+	return st, nil
+}
+
+func (st *Store) load() error {
+	floor, err := st.readFirst()
+	if err != nil {
+		return err
+	}
+	names, err := os.ReadDir(st.dir)
+	if err != nil {
+		return err
+	}
+	var bases []uint64
+	for _, e := range names {
+		n := e.Name()
+		if !strings.HasSuffix(n, segSuffix) {
+			continue
+		}
+		b, err := strconv.ParseUint(strings.TrimSuffix(n, segSuffix), 16, 64)
+		if err != nil {
+			return fmt.Errorf("wal: unexpected file %s in %s", n, st.dir)
+		}
+		bases = append(bases, b)
+	}
+	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
+	for i, b := range bases {
+		lastSeg := i == len(bases)-1
+		seg, err := st.openSegment(b, lastSeg)
+		if err != nil {
+			return err
+		}
+		if n := len(st.segs); n > 0 {
+			prev := st.segs[n-1]
+			if want := prev.base + uint64(len(prev.offs)); b != want {
+				seg.f.Close()
+				return fmt.Errorf("wal: %s starts at %d, but the previous segment ends before %d", segName(b), b, want)
+			}
+		}
+		st.segs = append(st.segs, seg)
+	}
+	// Drop what a prefix deletion removed (whole segments whose removal a
+	// crash interrupted, and entries before floor).
+	for len(st.segs) > 0 && floor > 0 {
+		s := st.segs[0]
+		if s.base+uint64(len(s.offs)) > floor || len(st.segs) == 1 {
+			break
+		}
+		s.f.Close()
+		if err := os.Remove(s.path(st.dir)); err != nil {
+			return err
+		}
+		st.segs = st.segs[1:]
+	}
+	st.first, st.last = 0, 0
+	if len(st.segs) > 0 {
+		s0, sl := st.segs[0], st.segs[len(st.segs)-1]
+		lastIdx := sl.base + uint64(len(sl.offs))
+		if lastIdx > s0.base || len(s0.offs) > 0 {
+			st.first = max(s0.base, floor)
+			st.last = lastIdx - 1
+			if st.first > st.last {
+				st.first, st.last = 0, 0
+			}
+		}
+	}
+	return nil
+}
+
+// openSegment reads every record of segment base, checking checksums and
+// indexes; the last segment's bad tail is cut off.
+func (st *Store) openSegment(base uint64, lastSeg bool) (*segment, error) {
+	p := filepath.Join(st.dir, segName(base))
+	f, err := os.OpenFile(p, os.O_RDWR, filePerm)
+	if err != nil {
+		return nil, err
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	seg := &segment{base: base, f: f}
+	off := int64(0)
+	for int(off) < len(data) {
+		l, idx, ok := checkRecord(data[off:])
+		if !ok || idx != base+uint64(len(seg.offs)) {
+			if !lastSeg {
+				f.Close()
+				return nil, fmt.Errorf("wal: %s is corrupt at offset %d (entry %d)", p, off, base+uint64(len(seg.offs)))
+			}
+			// An append the crash interrupted: it was never acknowledged.
+			if err := f.Truncate(off); err != nil {
+				f.Close()
+				return nil, err
+			}
+			if err := f.Sync(); err != nil {
+				f.Close()
+				return nil, err
+			}
+			break
+		}
+		seg.offs = append(seg.offs, off)
+		off += int64(l)
+	}
+	seg.end = off
+	return seg, nil
+}
+
+// checkRecord returns the length and index of the record at the start of b,
+// or ok false if it is partial or fails its checksum.
+func checkRecord(b []byte) (n int, index uint64, ok bool) {
+	if len(b) < headerLen {
+		return 0, 0, false
+	}
+	l := int(binary.LittleEndian.Uint32(b))
+	if l < fixedLen || l > maxRecord || len(b) < headerLen+l {
+		return 0, 0, false
+	}
+	payload := b[headerLen : headerLen+l]
+	if crc32.Checksum(payload, crcTable) != binary.LittleEndian.Uint32(b[4:]) {
+		return 0, 0, false
+	}
+	return headerLen + l, binary.LittleEndian.Uint64(payload), true
+}
+
+func (st *Store) readFirst() (uint64, error) {
+	b, err := os.ReadFile(filepath.Join(st.dir, firstFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("wal: %s: %w", filepath.Join(st.dir, firstFile), err)
+	}
+	return v, nil
+}
+
+// writeFirst durably records the first index (write, fsync, rename, fsync
+// the directory).
+func (st *Store) writeFirst(v uint64) error {
+	tmp := filepath.Join(st.dir, firstFile+".tmp")
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, filePerm)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(strconv.FormatUint(v, 10) + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if e := f.Close(); err == nil {
+		err = e
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(st.dir, firstFile)); err != nil {
+		return err
+	}
+	return syncDir(st.dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if e := d.Close(); err == nil {
+		err = e
+	}
+	return err
+}
+
+// IsMonotonic tells hashicorp/raft that entries must be contiguous: after a
+// snapshot is installed it deletes the whole log rather than leave a gap.
+func (st *Store) IsMonotonic() bool { return true }
+
+// FirstIndex returns the first index in the log, 0 if it is empty.
+func (st *Store) FirstIndex() (uint64, error) {
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	return st.first, nil
+}
+
+// LastIndex returns the last index in the log, 0 if it is empty.
+func (st *Store) LastIndex() (uint64, error) {
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	return st.last, nil
+}
+
+// GetLog reads entry index into l.
+func (st *Store) GetLog(index uint64, l *raft.Log) error {
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	if st.first == 0 || index < st.first || index > st.last {
+		return raft.ErrLogNotFound
+	}
+	i := sort.Search(len(st.segs), func(i int) bool { return st.segs[i].base > index }) - 1
+	seg := st.segs[i]
+	off := seg.offs[index-seg.base]
+	end := seg.end
+	if k := index - seg.base + 1; k < uint64(len(seg.offs)) {
+		end = seg.offs[k]
+	}
+	b := make([]byte, end-off)
+	if _, err := seg.f.ReadAt(b, off); err != nil {
+		return fmt.Errorf("wal: read entry %d: %w", index, err)
+	}
+	n, idx, ok := checkRecord(b)
+	if !ok || n != len(b) || idx != index {
+		return fmt.Errorf("wal: entry %d in %s fails its checksum", index, seg.path(st.dir))
+	}
+	return decode(b[headerLen:], l)
+}
+
+// StoreLog appends one entry.
+func (st *Store) StoreLog(l *raft.Log) error { return st.StoreLogs([]*raft.Log{l}) }
+
+// StoreLogs appends entries, which must continue the log (or start it when
+// it is empty), and returns once they are on disk.
+func (st *Store) StoreLogs(logs []*raft.Log) error {
+	if len(logs) == 0 {
+		return nil
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for i, l := range logs {
+		want := logs[0].Index + uint64(i)
+		if i == 0 && st.last != 0 {
+			want = st.last + 1
+		}
+		if l.Index != want {
+			return fmt.Errorf("wal: entry %d does not continue the log (want %d)", l.Index, want)
+		}
+	}
+	if len(st.segs) == 0 || (st.segs[len(st.segs)-1].end >= st.segSize && len(st.segs[len(st.segs)-1].offs) > 0) ||
+		st.last == 0 && st.segs[len(st.segs)-1].base != logs[0].Index {
+		if err := st.newSegment(logs[0].Index); err != nil {
+			return err
+		}
+	}
+	seg := st.segs[len(st.segs)-1]
+	buf := st.buf[:0]
+	offs := make([]int64, 0, len(logs))
+	for _, l := range logs {
+		offs = append(offs, seg.end+int64(len(buf)))
+		buf = appendRecord(buf, l)
+	}
+	st.buf = buf[:0]
+	_, err := seg.f.WriteAt(buf, seg.end)
+	if err == nil {
+		err = fdatasync(seg.f)
+	}
+	if err != nil {
+		// Cut what may have been written: valid records left past the end
+		// could otherwise be taken for entries at the next Open.
+		seg.f.Truncate(seg.end)
+		return fmt.Errorf("wal: append: %w", err)
+	}
+	seg.offs = append(seg.offs, offs...)
+	seg.end += int64(len(buf))
+	if st.first == 0 {
+		st.first = logs[0].Index
+	}
+	st.last = logs[len(logs)-1].Index
+	return nil
+}
+
+// newSegment starts a segment whose first entry is base (the directory is
+// synced so the file survives a crash).
+func (st *Store) newSegment(base uint64) error {
+	if n := len(st.segs); n > 0 && len(st.segs[n-1].offs) == 0 {
+		// An empty segment (after deleting everything): replace it.
+		s := st.segs[n-1]
+		s.f.Close()
+		if err := os.Remove(s.path(st.dir)); err != nil {
+			return err
+		}
+		st.segs = st.segs[:n-1]
+	}
+	p := filepath.Join(st.dir, segName(base))
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_RDWR, filePerm)
+	if err != nil {
+		return err
+	}
+	if err := syncDir(st.dir); err != nil {
+		f.Close()
+		return err
+	}
+	st.segs = append(st.segs, &segment{base: base, f: f})
+	return nil
+}
+
+// DeleteRange deletes entries min to max inclusive. hashicorp/raft deletes
+// either a prefix (compaction) or a suffix (a follower dropping entries a
+// new leader does not have), or everything.
+func (st *Store) DeleteRange(min, max uint64) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.first == 0 || max < st.first || min > st.last {
+		return nil
+	}
+	switch {
+	case min <= st.first && max >= st.last:
+		return st.deleteAll()
+	case min <= st.first:
+		return st.deletePrefix(max + 1)
+	case max >= st.last:
+		return st.deleteSuffix(min)
+	default:
+		return fmt.Errorf("wal: cannot delete %d-%d from the middle of %d-%d", min, max, st.first, st.last)
+	}
+}
+
+func (st *Store) deleteAll() error {
+	if err := st.writeFirst(0); err != nil {
+		return err
+	}
+	for _, s := range st.segs {
+		s.f.Close()
+		if err := os.Remove(s.path(st.dir)); err != nil {
+			return err
+		}
+	}
+	st.segs = nil
+	st.first, st.last = 0, 0
+	return syncDir(st.dir)
+}
+
+// deletePrefix makes first the first index: recorded first, then the
+// segments wholly below it are removed.
+func (st *Store) deletePrefix(first uint64) error {
+	if err := st.writeFirst(first); err != nil {
+		return err
+	}
+	st.first = first
+	for len(st.segs) > 1 && st.segs[1].base <= first {
+		s := st.segs[0]
+		s.f.Close()
+		if err := os.Remove(s.path(st.dir)); err != nil {
+			return err
+		}
+		st.segs = st.segs[1:]
+	}
+	return nil
+}
+
+// deleteSuffix cuts the log before min, durably.
+func (st *Store) deleteSuffix(min uint64) error {
+	for len(st.segs) > 1 && st.segs[len(st.segs)-1].base > min {
+		s := st.segs[len(st.segs)-1]
+		s.f.Close()
+		if err := os.Remove(s.path(st.dir)); err != nil {
+			return err
+		}
+		st.segs = st.segs[:len(st.segs)-1]
+	}
+	if err := syncDir(st.dir); err != nil {
+		return err
+	}
+	seg := st.segs[len(st.segs)-1]
+	k := min - seg.base
+	if k < uint64(len(seg.offs)) {
+		cut := seg.offs[k]
+		if err := seg.f.Truncate(cut); err != nil {
+			return err
+		}
+		if err := fdatasync(seg.f); err != nil {
+			return err
+		}
+		seg.offs, seg.end = seg.offs[:k], cut
+	}
+	st.last = min - 1
+	if st.last < st.first {
+		st.first, st.last = 0, 0
+	}
+	return nil
+}
+
+// Close closes the segment files.
+func (st *Store) Close() error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.closeFiles()
+}
+
+func (st *Store) closeFiles() error {
+	var err error
+	for _, s := range st.segs {
+		if e := s.f.Close(); err == nil {
+			err = e
+		}
+	}
+	st.segs = nil
+	return err
+}
+
+func appendRecord(b []byte, l *raft.Log) []byte {
+	start := len(b)
+	b = append(b, make([]byte, headerLen)...)
+	b = binary.LittleEndian.AppendUint64(b, l.Index)
+	b = binary.LittleEndian.AppendUint64(b, l.Term)
+	b = append(b, byte(l.Type))
+	var at int64
+	if !l.AppendedAt.IsZero() {
+		at = l.AppendedAt.UnixNano()
+	}
+	b = binary.LittleEndian.AppendUint64(b, uint64(at))
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(l.Data)))
+	b = append(b, l.Data...)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(l.Extensions)))
+	b = append(b, l.Extensions...)
+	payload := b[start+headerLen:]
+	binary.LittleEndian.PutUint32(b[start:], uint32(len(payload)))
+	binary.LittleEndian.PutUint32(b[start+4:], crc32.Checksum(payload, crcTable))
+	return b
+}
+
+func decode(p []byte, l *raft.Log) error {
+	bad := errors.New("wal: malformed entry")
+	if len(p) < fixedLen {
+		return bad
+	}
+	l.Index = binary.LittleEndian.Uint64(p)
+	l.Term = binary.LittleEndian.Uint64(p[8:])
+	l.Type = raft.LogType(p[16])
+	at := int64(binary.LittleEndian.Uint64(p[17:]))
+	l.AppendedAt = time.Time{}
+	if at != 0 {
+		l.AppendedAt = time.Unix(0, at)
+	}
+	p = p[25:]
+	n := int(binary.LittleEndian.Uint32(p))
+	p = p[4:]
+	if n > len(p)-4 {
+		return bad
+	}
+	l.Data = append([]byte(nil), p[:n]...)
+	p = p[n:]
+	m := int(binary.LittleEndian.Uint32(p))
+	p = p[4:]
+	if m != len(p) {
+		return bad
+	}
+	l.Extensions = nil
+	if m > 0 {
+		l.Extensions = append([]byte(nil), p...)
+	}
+	return nil
+}

@@ -1,0 +1,296 @@
+package wal
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+func entry(i, term uint64) *raft.Log {
+	l := &raft.Log{Index: i, Term: term, Type: raft.LogCommand, Data: []byte(fmt.Sprintf("entry %d term %d", i, term)),
+		AppendedAt: time.Unix(0, int64(i*1000+term))}
+	if i%7 == 0 {
+		l.Extensions = []byte{byte(i), 1, 2}
+	}
+	if i%11 == 0 {
+		l.Data = nil
+	}
+	return l
+}
+
+func open(t *testing.T, dir string, seg int64) *Store {
+	t.Helper()
+	st, err := Open(dir, seg)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	return st
+}
+
+// model is what the log must hold: index -> term.
+type model struct {
+	first, last uint64
+	terms       map[uint64]uint64
+}
+
+func check(t *testing.T, st *Store, m *model, when string) {
+	t.Helper()
+	if f, _ := st.FirstIndex(); f != m.first {
+		t.Fatalf("%s: FirstIndex %d, want %d", when, f, m.first)
+	}
+	if l, _ := st.LastIndex(); l != m.last {
+		t.Fatalf("%s: LastIndex %d, want %d", when, l, m.last)
+	}
+	for _, i := range []uint64{m.first - 1, m.last + 1} {
+		var l raft.Log
+		if err := st.GetLog(i, &l); err != raft.ErrLogNotFound && !(i == 0 && m.first == 0) {
+			t.Fatalf("%s: GetLog(%d) outside %d-%d: %v, want ErrLogNotFound", when, i, m.first, m.last, err)
+		}
+	}
+	if m.first == 0 {
+		return
+	}
+	for i := m.first; i <= m.last; i++ {
+		var l raft.Log
+		if err := st.GetLog(i, &l); err != nil {
+			t.Fatalf("%s: GetLog(%d): %v", when, i, err)
+		}
+		want := entry(i, m.terms[i])
+		if l.Index != i || l.Term != want.Term || l.Type != want.Type || !bytes.Equal(l.Data, want.Data) ||
+			!bytes.Equal(l.Extensions, want.Extensions) || !l.AppendedAt.Equal(want.AppendedAt) {
+			t.Fatalf("%s: entry %d is %+v, want %+v", when, i, l, *want)
+		}
+	}
+}
+
+func (m *model) append(t *testing.T, st *Store, n int, term uint64) {
+	t.Helper()
+	start := m.last + 1
+	if m.first == 0 {
+		start = 1 + uint64(rand.Intn(1000))
+		m.first = start
+	}
+	var logs []*raft.Log
+	for i := 0; i < n; i++ {
+		logs = append(logs, entry(start+uint64(i), term))
+		m.terms[start+uint64(i)] = term
+	}
+	if err := st.StoreLogs(logs); err != nil {
+		t.Fatalf("StoreLogs %d-%d: %v", start, start+uint64(n)-1, err)
+	}
+	m.last = start + uint64(n) - 1
+}
+
+// TestModel runs random appends, compactions, suffix truncations, complete
+// deletions and restarts against a map, with segments small enough to
+// rotate often.
+func TestModel(t *testing.T) {
+	for seed := int64(1); seed <= 8; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			rand.Seed(seed)
+			dir := t.TempDir()
+			st := open(t, dir, 2048)
+			defer func() { st.Close() }()
+			m := &model{terms: map[uint64]uint64{}}
+			term := uint64(1)
+			for step := 0; step < 300; step++ {
+				when := fmt.Sprintf("step %d", step)
+				switch r := rand.Intn(20); {
+				case r < 10 || m.first == 0:
+					m.append(t, st, 1+rand.Intn(40), term)
+				case r < 13: // compaction
+					upto := m.first + uint64(rand.Intn(int(m.last-m.first+1)))
+					if err := st.DeleteRange(m.first, upto); err != nil {
+						t.Fatalf("%s: DeleteRange prefix: %v", when, err)
+					}
+					if upto >= m.last {
+						m.first, m.last = 0, 0
+					} else {
+						m.first = upto + 1
+					}
+				case r < 16: // a follower drops a tail it got from a deposed leader
+					from := m.first + uint64(rand.Intn(int(m.last-m.first+1)))
+					if err := st.DeleteRange(from, m.last); err != nil {
+						t.Fatalf("%s: DeleteRange suffix: %v", when, err)
+					}
+					if from <= m.first {
+						m.first, m.last = 0, 0
+					} else {
+						m.last = from - 1
+					}
+					term++
+				case r < 17: // snapshot installed: everything goes
+					if err := st.DeleteRange(m.first, m.last); err != nil {
+						t.Fatalf("%s: DeleteRange all: %v", when, err)
+					}
+					m.first, m.last = 0, 0
+				default:
+					if err := st.Close(); err != nil {
+						t.Fatal(err)
+					}
+					st = open(t, dir, 2048)
+					when += " (reopened)"
+				}
+				check(t, st, m, when)
+			}
+		})
+	}
+}
+
+// The case hashicorp/raft-wal v0.4.0 failed (#31): cut the tail, append,
+// restart.
+func TestSuffixTruncationThenRestart(t *testing.T) {
+	dir := t.TempDir()
+	st := open(t, dir, 0)
+	m := &model{first: 1, terms: map[uint64]uint64{}}
+	m.last = 0
+	var logs []*raft.Log
+	for i := uint64(1); i <= 200; i++ {
+		logs = append(logs, entry(i, 1))
+		m.terms[i] = 1
+	}
+	if err := st.StoreLogs(logs); err != nil {
+		t.Fatal(err)
+	}
+	m.last = 200
+	if err := st.DeleteRange(190, 200); err != nil {
+		t.Fatal(err)
+	}
+	m.last = 189
+	m.append(t, st, 1, 2)
+	st.Close()
+	st = open(t, dir, 0)
+	defer st.Close()
+	check(t, st, m, "after restart")
+}
+
+func lastSegment(t *testing.T, dir string) string {
+	t.Helper()
+	names, _ := filepath.Glob(filepath.Join(dir, "*"+segSuffix))
+	sort.Strings(names)
+	if len(names) == 0 {
+		t.Fatal("no segments")
+	}
+	return names[len(names)-1]
+}
+
+// A crash in the middle of an append leaves a partial record at the end of
+// the last segment: it was never acknowledged, and Open cuts it off.
+func TestTornTailIsCut(t *testing.T) {
+	for _, cut := range []int{1, 5, 8, 20} {
+		t.Run(fmt.Sprint(cut), func(t *testing.T) {
+			dir := t.TempDir()
+			st := open(t, dir, 0)
+			m := &model{terms: map[uint64]uint64{}}
+			m.append(t, st, 50, 1)
+			st.Close()
+			// The next record, written only in part.
+			rec := appendRecord(nil, entry(m.last+1, 1))
+			f, err := os.OpenFile(lastSegment(t, dir), os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Write(rec[:cut])
+			f.Close()
+			st = open(t, dir, 0)
+			defer st.Close()
+			check(t, st, m, "after a torn append")
+			m.append(t, st, 3, 1)
+			check(t, st, m, "appending after the cut")
+		})
+	}
+}
+
+// A record whose checksum fails in the middle of the log is corruption:
+// Open refuses rather than serve a log with a hole.
+func TestCorruptionIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	st := open(t, dir, 1024) // several segments
+	m := &model{terms: map[uint64]uint64{}}
+	for range 10 {
+		m.append(t, st, 10, 1)
+	}
+	st.Close()
+	names, _ := filepath.Glob(filepath.Join(dir, "*"+segSuffix))
+	sort.Strings(names)
+	if len(names) < 3 {
+		t.Fatalf("%d segments, want at least 3", len(names))
+	}
+	b, _ := os.ReadFile(names[0])
+	b[len(b)/2] ^= 0xff
+	os.WriteFile(names[0], b, 0o600)
+	if st, err := Open(dir, 1024); err == nil {
+		st.Close()
+		t.Fatal("Open accepted a corrupt segment in the middle of the log")
+	}
+}
+
+func TestStoreLogsMustContinue(t *testing.T) {
+	st := open(t, t.TempDir(), 0)
+	defer st.Close()
+	if err := st.StoreLogs([]*raft.Log{entry(10, 1), entry(11, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range [][]*raft.Log{{entry(13, 1)}, {entry(11, 1)}, {entry(12, 1), entry(14, 1)}} {
+		if err := st.StoreLogs(bad); err == nil {
+			t.Fatalf("StoreLogs from %d after 11 was accepted", bad[0].Index)
+		}
+	}
+	if l, _ := st.LastIndex(); l != 11 {
+		t.Fatalf("LastIndex %d after refused appends, want 11", l)
+	}
+}
+
+// Readers run while the log is appended to and compacted (for -race).
+func TestConcurrentReads(t *testing.T) {
+	st := open(t, t.TempDir(), 4096)
+	defer st.Close()
+	m := &model{terms: map[uint64]uint64{}}
+	m.append(t, st, 10, 1)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for r := 0; r < 4; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				f, _ := st.FirstIndex()
+				l, _ := st.LastIndex()
+				if f == 0 {
+					continue
+				}
+				var e raft.Log
+				i := f + uint64(rand.Intn(int(l-f+1)))
+				if err := st.GetLog(i, &e); err != nil && err != raft.ErrLogNotFound {
+					t.Errorf("GetLog(%d): %v", i, err)
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < 200; i++ {
+		m.append(t, st, 5, 1)
+		if i%20 == 19 {
+			if err := st.DeleteRange(m.first, m.last-50); err != nil {
+				t.Fatal(err)
+			}
+			m.first = m.last - 49
+		}
+	}
+	close(stop)
+	wg.Wait()
+	check(t, st, m, "end")
+}
