@@ -133,11 +133,11 @@ func (st *Store) load() error {
 		}
 		st.segs = append(st.segs, seg)
 	}
-	// Drop what a prefix deletion removed (whole segments whose removal a
-	// crash interrupted, and entries before floor).
+	// Drop what a deletion removed: whole segments below floor whose removal
+	// a crash interrupted (all of them, after deleting everything).
 	for len(st.segs) > 0 && floor > 0 {
 		s := st.segs[0]
-		if s.base+uint64(len(s.offs)) > floor || len(st.segs) == 1 {
+		if s.base+uint64(len(s.offs)) > floor {
 			break
 		}
 		s.f.Close()
@@ -145,6 +145,13 @@ func (st *Store) load() error {
 			return err
 		}
 		st.segs = st.segs[1:]
+	}
+	if len(st.segs) == 0 && floor > 0 {
+		// Empty: the next entry may have any index.
+		if err := st.writeFirst(0); err != nil {
+			return err
+		}
+		floor = 0
 	}
 	st.first, st.last = 0, 0
 	if len(st.segs) > 0 {
@@ -411,8 +418,12 @@ func (st *Store) DeleteRange(min, max uint64) error {
 	}
 }
 
+// deleteAll empties the log. The recorded first index goes past the last
+// entry before any segment is removed, so a crash part way leaves a log that
+// Open finds empty; it is reset once the segments are gone, so the next
+// entry may have any index.
 func (st *Store) deleteAll() error {
-	if err := st.writeFirst(0); err != nil {
+	if err := st.writeFirst(st.last + 1); err != nil {
 		return err
 	}
 	for _, s := range st.segs {
@@ -423,7 +434,10 @@ func (st *Store) deleteAll() error {
 	}
 	st.segs = nil
 	st.first, st.last = 0, 0
-	return syncDir(st.dir)
+	if err := syncDir(st.dir); err != nil {
+		return err
+	}
+	return st.writeFirst(0)
 }
 
 // deletePrefix makes first the first index: recorded first, then the

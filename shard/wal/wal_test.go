@@ -294,3 +294,34 @@ func TestConcurrentReads(t *testing.T) {
 	wg.Wait()
 	check(t, st, m, "end")
 }
+
+// A crash while deleting everything (a snapshot was installed) must not
+// bring the old entries back, nor keep the next ones from starting at any
+// index.
+func TestDeleteAllInterrupted(t *testing.T) {
+	dir := t.TempDir()
+	st := open(t, dir, 1024)
+	m := &model{terms: map[uint64]uint64{}}
+	for range 5 {
+		m.append(t, st, 10, 1)
+	}
+	last := m.last
+	st.Close()
+	// deleteAll's first step, then the crash: the segments are all there.
+	st = &Store{dir: dir}
+	if err := st.writeFirst(last + 1); err != nil {
+		t.Fatal(err)
+	}
+	st = open(t, dir, 1024)
+	m = &model{terms: map[uint64]uint64{}}
+	check(t, st, m, "reopened after the interrupted delete")
+	// A snapshot below the old entries: the log restarts lower.
+	if err := st.StoreLogs([]*raft.Log{entry(3, 2), entry(4, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	m.first, m.last, m.terms[3], m.terms[4] = 3, 4, 2, 2
+	st.Close()
+	st = open(t, dir, 1024)
+	defer st.Close()
+	check(t, st, m, "after restarting the log lower")
+}
