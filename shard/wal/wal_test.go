@@ -191,14 +191,18 @@ func TestTornTailIsCut(t *testing.T) {
 			st := open(t, dir, 0)
 			m := &model{terms: map[uint64]uint64{}}
 			m.append(t, st, 50, 1)
+			end := st.segs[len(st.segs)-1].end
 			st.Close()
-			// The next record, written only in part.
+			// The next record, written only in part, into the zeroed tail.
 			rec := appendRecord(nil, entry(m.last+1, 1))
-			f, err := os.OpenFile(lastSegment(t, dir), os.O_APPEND|os.O_WRONLY, 0)
+			f, err := os.OpenFile(lastSegment(t, dir), os.O_WRONLY, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
-			f.Write(rec[:cut])
+			if fi, _ := f.Stat(); fi.Size() <= end {
+				t.Fatalf("segment is %d bytes, no preallocated space after its records (%d)", fi.Size(), end)
+			}
+			f.WriteAt(rec[:cut], end)
 			f.Close()
 			st = open(t, dir, 0)
 			defer st.Close()
@@ -207,6 +211,48 @@ func TestTornTailIsCut(t *testing.T) {
 			check(t, st, m, "appending after the cut")
 		})
 	}
+}
+
+// A process that dies leaves the last segment with zeros after its records
+// (the preallocated space), and every earlier segment cut to its records.
+// Reopening, repeatedly and across segment changes, keeps every entry.
+func TestPreallocatedTail(t *testing.T) {
+	dir := t.TempDir()
+	m := &model{terms: map[uint64]uint64{}}
+	for round := range 6 {
+		st := open(t, dir, 4096)
+		check(t, st, m, fmt.Sprintf("reopened, round %d", round))
+		for range 8 {
+			m.append(t, st, 7, uint64(round+1))
+		}
+		names, _ := filepath.Glob(filepath.Join(dir, "*"+segSuffix))
+		sort.Strings(names)
+		for i, n := range names {
+			fi, err := os.Stat(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seg := st.segs[i]
+			if i < len(names)-1 && fi.Size() != seg.end {
+				t.Fatalf("%s: %d bytes, want its records' %d: only the last segment may keep zeros", n, fi.Size(), seg.end)
+			}
+			if i == len(names)-1 && fi.Size() <= seg.end {
+				t.Fatalf("last segment %s: %d bytes, want more than its records' %d", n, fi.Size(), seg.end)
+			}
+		}
+		if round%2 == 1 {
+			// A follower dropping a conflicting suffix, then appending.
+			if err := st.DeleteRange(m.last-3, m.last); err != nil {
+				t.Fatal(err)
+			}
+			m.last -= 4
+			m.append(t, st, 2, uint64(round+1))
+		}
+		// No Close: the process dies with the files as they are.
+	}
+	st := open(t, dir, 4096)
+	defer st.Close()
+	check(t, st, m, "end")
 }
 
 // A record whose checksum fails in the middle of the log is corruption:
@@ -324,4 +370,27 @@ func TestDeleteAllInterrupted(t *testing.T) {
 	st = open(t, dir, 1024)
 	defer st.Close()
 	check(t, st, m, "after restarting the log lower")
+}
+
+// BenchmarkStoreLogs appends batches of 8 entries of 200 bytes, each batch
+// fdatasync'd, as a leader under load does.
+func BenchmarkStoreLogs(b *testing.B) {
+	st, err := Open(b.TempDir(), 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	data := bytes.Repeat([]byte{'x'}, 200)
+	next := uint64(1)
+	b.ResetTimer()
+	for range b.N {
+		logs := make([]*raft.Log, 8)
+		for j := range logs {
+			logs[j] = &raft.Log{Index: next, Term: 1, Type: raft.LogCommand, Data: data}
+			next++
+		}
+		if err := st.StoreLogs(logs); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
