@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/duro-io/duro/shard/wal"
 )
 
 // TestLogSuffixTruncationSurvivesRestart: a node that led with uncommitted
@@ -76,6 +78,43 @@ func TestLogStoreSwitchRefused(t *testing.T) {
 		if st, err := openRaftStores(dir, c.reopened); err == nil {
 			st.Close()
 			t.Fatalf("a log written with %s was opened with %s", c.created, c.reopened)
+		}
+	}
+}
+
+// "auto" (the default) keeps an existing shard on the store its log is in,
+// so an upgrade does not strand a raft-boltdb log, and starts a new shard on
+// shard/wal.
+func TestLogStoreAuto(t *testing.T) {
+	for _, created := range []string{"boltdb", "wal", ""} {
+		dir := t.TempDir()
+		st, err := openRaftStores(dir, created)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := uint64(1); i <= 3; i++ {
+			if err := st.log.StoreLogs([]*raft.Log{{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte{byte(i)}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, isWAL := st.log.(*wal.Store)
+		if want := created != "boltdb"; isWAL != want {
+			t.Fatalf("created with %q: wal %v, want %v", created, isWAL, want)
+		}
+		st.Close()
+		for _, kind := range []string{"", "auto"} {
+			st, err := openRaftStores(dir, kind)
+			if err != nil {
+				t.Fatalf("created with %q, reopened with %q: %v", created, kind, err)
+			}
+			if _, w := st.log.(*wal.Store); w != isWAL {
+				t.Fatalf("created with %q, reopened with %q: wal %v, want %v", created, kind, w, isWAL)
+			}
+			var l raft.Log
+			if err := st.log.GetLog(3, &l); err != nil || l.Data[0] != 3 {
+				t.Fatalf("created with %q, reopened with %q: entry 3: %v %v", created, kind, err, l.Data)
+			}
+			st.Close()
 		}
 	}
 }

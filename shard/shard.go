@@ -72,8 +72,9 @@ type Settings struct {
 	// of waiting calls travels in ctx (duro.CallChain). nil: NewHost sets it
 	// to call this node's own shards.
 	Caller func(ctx context.Context, ns string, id duro.ID, method string, arg []byte) ([]byte, error)
-	// LogStore selects the Raft log's storage: "" or "boltdb" for
-	// raft-boltdb, "wal" for shard/wal. The stable store (term, vote) is
+	// LogStore selects the Raft log's storage: "boltdb" for raft-boltdb,
+	// "wal" for shard/wal, "" or "auto" for what the shard's directory
+	// holds (shard/wal for a new one). The stable store (term, vote) is
 	// raft-boltdb either way.
 	LogStore string
 }
@@ -232,7 +233,8 @@ func (r *raftStores) Close() error { return r.close() }
 // vote) is always raft-boltdb's raft.db; the log is in that file too
 // ("boltdb") or in the segments of shard/wal under raft-wal/ ("wal").
 // Switching an existing shard from one to the other is refused: its log
-// would be left behind. (hashicorp/raft-wal v0.4.0 was tried and dropped: it
+// would be left behind. "" or "auto" takes the one the directory holds
+// (raft.db with entries: boltdb), and wal for a shard without a log. (hashicorp/raft-wal v0.4.0 was tried and dropped: it
 // could not start again after truncating its log's tail, hashicorp/raft-wal#31,
 // which every deposed leader does.)
 func openRaftStores(dir, kind string) (*raftStores, error) {
@@ -247,8 +249,14 @@ func openRaftStores(dir, kind string) (*raftStores, error) {
 		bolt.Close()
 		return nil, err
 	}
+	if kind == "" || kind == "auto" {
+		kind = "wal"
+		if len(segs) == 0 && boltLast > 0 {
+			kind = "boltdb"
+		}
+	}
 	switch kind {
-	case "", "boltdb":
+	case "boltdb":
 		if len(segs) > 0 {
 			bolt.Close()
 			return nil, fmt.Errorf("%s holds a Raft log written with raft log-store \"wal\"; start with that setting", walDir)

@@ -65,7 +65,8 @@ type Options struct {
 	// Reachable is the balancing reachability probe (see shard.Settings).
 	Reachable func(ctx context.Context, addr string) bool
 	// LogStore is the Raft log's storage (see shard.Settings); the default
-	// is the environment variable DURO_TEST_LOG_STORE, then raft-boltdb.
+	// is the environment variable DURO_TEST_LOG_STORE, then the shard's
+	// default ("auto").
 	LogStore string
 	// Caller makes every node's calls between objects (see shard.Settings);
 	// nil: each node calls only the shards it leads.
