@@ -31,6 +31,12 @@
 // (never acknowledged, since StoreLogs had not returned) or space not yet
 // used: the file is cut there. Anything else is corruption, and Open fails
 // rather than serve a log with a hole.
+//
+// Failures: a write, sync or removal that fails leaves the files in a state
+// only the next Open can tell, so the store stops there: that call and every
+// later one returns the error (fail-stop, as after a failed fsync the page
+// cache may already have dropped the data). Raft carries on with the other
+// replicas; restarting the node reopens the log from what the files hold.
 package wal
 
 import (
@@ -76,12 +82,24 @@ type Store struct {
 	dir     string
 	segSize int64
 
-	mu    sync.RWMutex // guards everything below
-	segs  []*segment   // ordered by base; the last one is appended to
-	first uint64       // 0 when empty
-	last  uint64
-	buf   []byte
+	mu     sync.RWMutex // guards everything below
+	segs   []*segment   // ordered by base; the last one is appended to
+	first  uint64       // 0 when empty
+	last   uint64
+	buf    []byte
+	failed error // set by a write, sync or removal that failed; returned from then on
 }
+
+// fail records err as the store's failure and returns it.
+func (st *Store) fail(err error) error {
+	if st.failed == nil {
+		st.failed = fmt.Errorf("wal: %s: stopped after a failed write (restart to recover): %w", st.dir, err)
+	}
+	return st.failed
+}
+
+// syncDirHook, when set (by tests), replaces syncDir.
+var syncDirHook func(dir string) error
 
 type segment struct {
 	base  uint64 // index of the entry at offs[0]
@@ -135,22 +153,16 @@ func (st *Store) load() error {
 	}
 	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
 	for i, b := range bases {
-		lastSeg := i == len(bases)-1
-		seg, err := st.openSegment(b, lastSeg)
+		seg, err := st.openSegment(b, i == len(bases)-1)
 		if err != nil {
 			return err
-		}
-		if n := len(st.segs); n > 0 {
-			prev := st.segs[n-1]
-			if want := prev.base + uint64(len(prev.offs)); b != want {
-				seg.f.Close()
-				return fmt.Errorf("wal: %s starts at %d, but the previous segment ends before %d", segName(b), b, want)
-			}
 		}
 		st.segs = append(st.segs, seg)
 	}
 	// Drop what a deletion removed: whole segments below floor whose removal
-	// a crash interrupted (all of them, after deleting everything).
+	// a crash interrupted (all of them, after deleting everything). This
+	// comes before the contiguity check: of the segments a deletion removed,
+	// any subset may be left.
 	for len(st.segs) > 0 && floor > 0 {
 		s := st.segs[0]
 		if s.base+uint64(len(s.offs)) > floor {
@@ -161,6 +173,12 @@ func (st *Store) load() error {
 			return err
 		}
 		st.segs = st.segs[1:]
+	}
+	for i := 1; i < len(st.segs); i++ {
+		prev, s := st.segs[i-1], st.segs[i]
+		if want := prev.base + uint64(len(prev.offs)); s.base != want {
+			return fmt.Errorf("wal: %s starts at %d, but the previous segment ends before %d", segName(s.base), s.base, want)
+		}
 	}
 	if len(st.segs) == 0 && floor > 0 {
 		// Empty: the next entry may have any index.
@@ -282,6 +300,9 @@ func (st *Store) writeFirst(v uint64) error {
 }
 
 func syncDir(dir string) error {
+	if syncDirHook != nil {
+		return syncDirHook(dir)
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
@@ -301,20 +322,23 @@ func (st *Store) IsMonotonic() bool { return true }
 func (st *Store) FirstIndex() (uint64, error) {
 	st.mu.RLock()
 	defer st.mu.RUnlock()
-	return st.first, nil
+	return st.first, st.failed
 }
 
 // LastIndex returns the last index in the log, 0 if it is empty.
 func (st *Store) LastIndex() (uint64, error) {
 	st.mu.RLock()
 	defer st.mu.RUnlock()
-	return st.last, nil
+	return st.last, st.failed
 }
 
 // GetLog reads entry index into l.
 func (st *Store) GetLog(index uint64, l *raft.Log) error {
 	st.mu.RLock()
 	defer st.mu.RUnlock()
+	if st.failed != nil {
+		return st.failed
+	}
 	if st.first == 0 || index < st.first || index > st.last {
 		return raft.ErrLogNotFound
 	}
@@ -347,6 +371,9 @@ func (st *Store) StoreLogs(logs []*raft.Log) error {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.failed != nil {
+		return st.failed
+	}
 	for i, l := range logs {
 		want := logs[0].Index + uint64(i)
 		if i == 0 && st.last != 0 {
@@ -359,7 +386,7 @@ func (st *Store) StoreLogs(logs []*raft.Log) error {
 	if len(st.segs) == 0 || (st.segs[len(st.segs)-1].end >= st.segSize && len(st.segs[len(st.segs)-1].offs) > 0) ||
 		st.last == 0 && st.segs[len(st.segs)-1].base != logs[0].Index {
 		if err := st.newSegment(logs[0].Index); err != nil {
-			return err
+			return st.fail(err)
 		}
 	}
 	seg := st.segs[len(st.segs)-1]
@@ -388,8 +415,7 @@ func (st *Store) StoreLogs(logs []*raft.Log) error {
 		// Cut what may have been written: valid records left past the end
 		// could otherwise be taken for entries at the next Open.
 		seg.f.Truncate(seg.end)
-		seg.alloc = seg.end
-		return fmt.Errorf("wal: append: %w", err)
+		return st.fail(fmt.Errorf("append: %w", err))
 	}
 	seg.offs = append(seg.offs, offs...)
 	seg.end += int64(len(buf))
@@ -407,7 +433,7 @@ func (st *Store) newSegment(base uint64) error {
 		// An empty segment (after deleting everything): replace it.
 		s := st.segs[n-1]
 		s.f.Close()
-		if err := os.Remove(s.path(st.dir)); err != nil {
+		if err := st.remove(s); err != nil {
 			return err
 		}
 		st.segs = st.segs[:n-1]
@@ -453,19 +479,37 @@ func (st *Store) trim(seg *segment) error {
 func (st *Store) DeleteRange(min, max uint64) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.failed != nil {
+		return st.failed
+	}
 	if st.first == 0 || max < st.first || min > st.last {
 		return nil
 	}
+	var err error
 	switch {
 	case min <= st.first && max >= st.last:
-		return st.deleteAll()
+		err = st.deleteAll()
 	case min <= st.first:
-		return st.deletePrefix(max + 1)
+		err = st.deletePrefix(max + 1)
 	case max >= st.last:
-		return st.deleteSuffix(min)
+		err = st.deleteSuffix(min)
 	default:
 		return fmt.Errorf("wal: cannot delete %d-%d from the middle of %d-%d", min, max, st.first, st.last)
 	}
+	if err != nil {
+		return st.fail(err)
+	}
+	return nil
+}
+
+// remove deletes seg's file (already closed) and syncs the directory, so
+// removals become durable in the order they were made: what a crash leaves
+// of a multi-segment deletion is a prefix of it.
+func (st *Store) remove(seg *segment) error {
+	if err := os.Remove(seg.path(st.dir)); err != nil {
+		return err
+	}
+	return syncDir(st.dir)
 }
 
 // deleteAll empties the log. The recorded first index goes past the last
@@ -476,17 +520,15 @@ func (st *Store) deleteAll() error {
 	if err := st.writeFirst(st.last + 1); err != nil {
 		return err
 	}
-	for _, s := range st.segs {
+	for len(st.segs) > 0 {
+		s := st.segs[0]
 		s.f.Close()
-		if err := os.Remove(s.path(st.dir)); err != nil {
+		st.segs = st.segs[1:]
+		if err := st.remove(s); err != nil {
 			return err
 		}
 	}
-	st.segs = nil
 	st.first, st.last = 0, 0
-	if err := syncDir(st.dir); err != nil {
-		return err
-	}
 	return st.writeFirst(0)
 }
 
@@ -500,10 +542,10 @@ func (st *Store) deletePrefix(first uint64) error {
 	for len(st.segs) > 1 && st.segs[1].base <= first {
 		s := st.segs[0]
 		s.f.Close()
-		if err := os.Remove(s.path(st.dir)); err != nil {
+		st.segs = st.segs[1:]
+		if err := st.remove(s); err != nil {
 			return err
 		}
-		st.segs = st.segs[1:]
 	}
 	return nil
 }
@@ -513,13 +555,10 @@ func (st *Store) deleteSuffix(min uint64) error {
 	for len(st.segs) > 1 && st.segs[len(st.segs)-1].base > min {
 		s := st.segs[len(st.segs)-1]
 		s.f.Close()
-		if err := os.Remove(s.path(st.dir)); err != nil {
+		st.segs = st.segs[:len(st.segs)-1]
+		if err := st.remove(s); err != nil {
 			return err
 		}
-		st.segs = st.segs[:len(st.segs)-1]
-	}
-	if err := syncDir(st.dir); err != nil {
-		return err
 	}
 	seg := st.segs[len(st.segs)-1]
 	k := min - seg.base

@@ -394,3 +394,118 @@ func BenchmarkStoreLogs(b *testing.B) {
 		}
 	}
 }
+
+// failSyncDir makes the n-th later directory sync fail (n = 1: the next).
+func failSyncDir(t *testing.T, n int) {
+	t.Helper()
+	calls := 0
+	syncDirHook = func(dir string) error {
+		calls++
+		if calls == n {
+			return fmt.Errorf("injected EIO syncing %s", dir)
+		}
+		d, err := os.Open(dir)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		return d.Sync()
+	}
+	t.Cleanup(func() { syncDirHook = nil })
+}
+
+// A deletion that fails part way stops the store: nothing is read from or
+// appended to a log whose files no longer match what the store holds in
+// memory (an append there could be cut off at the next Open, after it was
+// acknowledged). Reopening recovers a consistent log.
+func TestFailedDeletionStopsTheStore(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		failAt   int // the directory sync that fails; -1: deleteAll's last
+		min, max func(m *model) uint64
+	}{
+		{"suffix across segments", 1, func(m *model) uint64 { return m.first + 3 }, func(m *model) uint64 { return m.last }},
+		{"prefix", 1, func(m *model) uint64 { return m.first }, func(m *model) uint64 { return m.last - 5 }},
+		{"everything, resetting the first index", -1, func(m *model) uint64 { return m.first }, func(m *model) uint64 { return m.last }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			st := open(t, dir, 1024)
+			m := &model{terms: map[uint64]uint64{}}
+			for range 12 {
+				m.append(t, st, 10, 1)
+			}
+			if len(st.segs) < 4 {
+				t.Fatalf("%d segments, want at least 4", len(st.segs))
+			}
+			min, max := c.min(m), c.max(m)
+			if c.failAt < 0 {
+				// deleteAll syncs the directory for the first index, for each
+				// segment removed, and for the first index's reset: fail that.
+				c.failAt = len(st.segs) + 2
+			}
+			failSyncDir(t, c.failAt)
+			if err := st.DeleteRange(min, max); err == nil {
+				t.Fatal("DeleteRange succeeded with a failing directory sync")
+			}
+			syncDirHook = nil
+			if err := st.StoreLogs([]*raft.Log{entry(m.last+1, 2)}); err == nil {
+				t.Fatal("StoreLogs accepted after a failed deletion")
+			}
+			if err := st.StoreLogs([]*raft.Log{entry(min, 2)}); err == nil {
+				t.Fatal("StoreLogs accepted after a failed deletion")
+			}
+			var l raft.Log
+			if err := st.GetLog(m.last, &l); err == nil || err == raft.ErrLogNotFound {
+				t.Fatalf("GetLog after a failed deletion: %v, want the failure", err)
+			}
+			if _, err := st.LastIndex(); err == nil {
+				t.Fatal("LastIndex after a failed deletion: no error")
+			}
+			// Reopened, the log is what was there minus some of the range,
+			// with no gap: entries kept are the original ones.
+			st2 := open(t, dir, 1024)
+			defer st2.Close()
+			f, _ := st2.FirstIndex()
+			last, _ := st2.LastIndex()
+			for i := f; f != 0 && i <= last; i++ {
+				if err := st2.GetLog(i, &l); err != nil || l.Term != m.terms[i] {
+					t.Fatalf("reopened: entry %d: %v (term %d, want %d)", i, err, l.Term, m.terms[i])
+				}
+			}
+			if f != 0 && (f > m.first && f <= min || last < m.last && last >= max) {
+				t.Fatalf("reopened with %d-%d: a gap inside what was kept of %d-%d minus %d-%d", f, last, m.first, m.last, min, max)
+			}
+		})
+	}
+}
+
+// A prefix deletion records the new first index, then removes segments;
+// after a crash any subset of those removals may have reached the disk.
+// Open drops what is below the first index before checking that segments
+// are contiguous.
+func TestOpenDropsBelowFirstWhateverRemains(t *testing.T) {
+	dir := t.TempDir()
+	st := open(t, dir, 1024)
+	m := &model{terms: map[uint64]uint64{}}
+	for range 12 {
+		m.append(t, st, 10, 1)
+	}
+	if len(st.segs) < 4 {
+		t.Fatalf("%d segments, want at least 4", len(st.segs))
+	}
+	keep := st.segs[3].base
+	second := st.segs[1].path(dir)
+	st.Close()
+	// The deletion's first step, then only the second segment's removal.
+	if err := (&Store{dir: dir}).writeFirst(keep); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(second); err != nil {
+		t.Fatal(err)
+	}
+	st = open(t, dir, 1024)
+	defer st.Close()
+	m.first = keep
+	check(t, st, m, "reopened")
+}
