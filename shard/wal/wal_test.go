@@ -395,6 +395,20 @@ func BenchmarkStoreLogs(b *testing.B) {
 	}
 }
 
+// fourSegments opens a log in dir with at least four segments of 1 KiB.
+func fourSegments(t *testing.T, dir string) (*Store, *model) {
+	t.Helper()
+	st := open(t, dir, 1024)
+	m := &model{terms: map[uint64]uint64{}}
+	for range 12 {
+		m.append(t, st, 10, 1)
+	}
+	if len(st.segs) < 4 {
+		t.Fatalf("%d segments, want at least 4", len(st.segs))
+	}
+	return st, m
+}
+
 // failSyncDir makes the n-th later directory sync fail (n = 1: the next).
 func failSyncDir(t *testing.T, n int) {
 	t.Helper()
@@ -430,14 +444,7 @@ func TestFailedDeletionStopsTheStore(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
-			st := open(t, dir, 1024)
-			m := &model{terms: map[uint64]uint64{}}
-			for range 12 {
-				m.append(t, st, 10, 1)
-			}
-			if len(st.segs) < 4 {
-				t.Fatalf("%d segments, want at least 4", len(st.segs))
-			}
+			st, m := fourSegments(t, dir)
 			min, max := c.min(m), c.max(m)
 			if c.failAt < 0 {
 				// deleteAll syncs the directory for the first index, for each
@@ -486,14 +493,7 @@ func TestFailedDeletionStopsTheStore(t *testing.T) {
 // are contiguous.
 func TestOpenDropsBelowFirstWhateverRemains(t *testing.T) {
 	dir := t.TempDir()
-	st := open(t, dir, 1024)
-	m := &model{terms: map[uint64]uint64{}}
-	for range 12 {
-		m.append(t, st, 10, 1)
-	}
-	if len(st.segs) < 4 {
-		t.Fatalf("%d segments, want at least 4", len(st.segs))
-	}
+	st, m := fourSegments(t, dir)
 	keep := st.segs[3].base
 	second := st.segs[1].path(dir)
 	st.Close()
