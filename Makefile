@@ -31,6 +31,8 @@ test: test-deps ## run the whole test suite (race detector on)
 	@[ "$$(id -u)" = 0 ] || echo "jepsen smoke (TestSmoke): will skip, it needs root for network namespaces and nftables"
 	@command -v chromium >/dev/null || echo "chat page (TestChatPageTwoTabs): will skip unless it can install chromium itself"
 	$(GO) test -race -timeout 15m $(TESTFLAGS) ./...
+	@echo "shard: again on the raft-boltdb log store (new shards use shard/wal; older ones keep raft-boltdb)"
+	DURO_TEST_LOG_STORE=boltdb $(GO) test -race -timeout 5m $(TESTFLAGS) ./shard/
 
 # The tests install these themselves when they can; installing them first, one
 # apt-get at a time, keeps test packages running in parallel from contending

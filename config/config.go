@@ -35,9 +35,10 @@ type Raft struct {
 	SnapshotInterval   time.Duration // default 30s
 	TrailingLogs       uint64        // default 10240
 	MaxAppendEntries   int           // default 256
-	// LogStore is the Raft log's storage: "boltdb" (raft-boltdb, the
-	// default) or "wal" (shard/wal: one fdatasync per append instead of
-	// two). Fixed when a data directory is created.
+	// LogStore is the Raft log's storage: "wal" (shard/wal: one fdatasync
+	// per append), "boltdb" (raft-boltdb: two), or "auto", the default:
+	// what each shard's directory already holds, and wal for a new one.
+	// Fixed when a shard's directory is created.
 	LogStore string
 }
 
@@ -96,7 +97,7 @@ func Default() Config {
 			SnapshotInterval:   30 * time.Second,
 			TrailingLogs:       10240,
 			MaxAppendEntries:   256,
-			LogStore:           "boltdb",
+			LogStore:           "auto",
 		},
 		Limits: Limits{
 			MaxKeyBytes:   2048,
@@ -219,8 +220,8 @@ func (c Config) Validate() error {
 	if r.MaxAppendEntries < 1 || r.MaxAppendEntries > maxAppendEntries {
 		add("raft.max-append-entries", "must be between 1 and %d, got %d", maxAppendEntries, r.MaxAppendEntries)
 	}
-	if r.LogStore != "boltdb" && r.LogStore != "wal" {
-		add("raft.log-store", `must be "boltdb" or "wal", got %q`, r.LogStore)
+	if r.LogStore != "auto" && r.LogStore != "boltdb" && r.LogStore != "wal" {
+		add("raft.log-store", `must be "auto", "wal" or "boltdb", got %q`, r.LogStore)
 	}
 
 	if l := c.Limits.MaxKeyBytes; l < 1 || l > maxKeyBytes {
@@ -432,7 +433,7 @@ var settings = []setting{
 	{"raft.snapshot-interval", "raft-snapshot-interval", "how often to check whether to snapshot", func(c *Config) any { return &c.Raft.SnapshotInterval }},
 	{"raft.trailing-logs", "raft-trailing-logs", "log entries kept after a snapshot", func(c *Config) any { return &c.Raft.TrailingLogs }},
 	{"raft.max-append-entries", "raft-max-append-entries", "most log entries sent in one append", func(c *Config) any { return &c.Raft.MaxAppendEntries }},
-	{"raft.log-store", "raft-log-store", `Raft log storage: "boltdb" or "wal" (one fsync per append; fixed when the data dir is created)`, func(c *Config) any { return &c.Raft.LogStore }},
+	{"raft.log-store", "raft-log-store", `Raft log storage: "wal" (one fdatasync per append) or "boltdb" (raft-boltdb, two); "auto": what the data dir holds, wal for a new one`, func(c *Config) any { return &c.Raft.LogStore }},
 	{"limits.max-key-bytes", "max-key-bytes", "largest key accepted, in bytes", func(c *Config) any { return &c.Limits.MaxKeyBytes }},
 	{"limits.max-value-bytes", "max-value-bytes", "largest value accepted, in bytes", func(c *Config) any { return &c.Limits.MaxValueBytes }},
 }
