@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -29,6 +30,38 @@ type benchEnv struct {
 	jsonOut string // --json
 	dataDir string // --data-dir
 	durod   string // --durod
+
+	cpuProfile string // --cpuprofile
+	profile    *os.File
+}
+
+// startProfile starts --cpuprofile, if set: a CPU profile of this process,
+// the load generator and the SDK it drives (durod serves its own on
+// /debug/pprof).
+func (env *benchEnv) startProfile() error {
+	if env.cpuProfile == "" {
+		return nil
+	}
+	f, err := os.Create(env.cpuProfile)
+	if err != nil {
+		return err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	env.profile = f
+	return nil
+}
+
+func (env *benchEnv) stopProfile() error {
+	if env.profile == nil {
+		return nil
+	}
+	pprof.StopCPUProfile()
+	err := env.profile.Close()
+	env.profile = nil
+	return err
 }
 
 // workloadFlags are the flags of the workload runs (bench and bench compare).
@@ -94,6 +127,9 @@ func benchCmd(ctx context.Context, endpoints func() []string, endpointsSet func(
 	cmd.PersistentFlags().StringVar(&env.jsonOut, "json", "", "also write the results as JSON to this file ('-' for stdout)")
 	cmd.PersistentFlags().StringVar(&env.dataDir, "data-dir", "", "data directory of the local cluster(s) (default: a temporary one, removed afterwards)")
 	cmd.PersistentFlags().StringVar(&env.durod, "durod", "", "durod binary of the local cluster (default: next to duroctl, then PATH)")
+	cmd.PersistentFlags().StringVar(&env.cpuProfile, "cpuprofile", "", "write a CPU profile of duroctl itself (load generator and SDK) to this file")
+	cmd.PersistentPreRunE = func(*cobra.Command, []string) error { return env.startProfile() }
+	cmd.PersistentPostRunE = func(*cobra.Command, []string) error { return env.stopProfile() }
 	cmd.AddCommand(compareCmd(env), failoverCmd(env), scaleCmd(env))
 	return cmd
 }

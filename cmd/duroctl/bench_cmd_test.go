@@ -58,8 +58,13 @@ func checkResults(t *testing.T, who string, got []loadgen.Result, want []string)
 func TestBenchCommands(t *testing.T) {
 	t.Run("bench", func(t *testing.T) {
 		var res []loadgen.Result
-		runBench(t, &res, "--workloads", "put,read", "--duration", "300ms", "--callers", "4", "--objects", "10")
+		prof := filepath.Join(t.TempDir(), "cpu.pprof")
+		runBench(t, &res, "--workloads", "put,read", "--duration", "300ms", "--callers", "4", "--objects", "10", "--cpuprofile", prof)
 		checkResults(t, "duro", res, []string{"put", "read"})
+		// A pprof profile is a gzipped protobuf.
+		if b, err := os.ReadFile(prof); err != nil || len(b) < 100 || !bytes.HasPrefix(b, []byte{0x1f, 0x8b}) {
+			t.Errorf("--cpuprofile %s: %d bytes, %v; want a gzipped profile", prof, len(b), err)
+		}
 	})
 	t.Run("failover", func(t *testing.T) {
 		var res failoverResult
