@@ -234,9 +234,10 @@ func (r *raftStores) Close() error { return r.close() }
 // ("boltdb") or in the segments of shard/wal under raft-wal/ ("wal").
 // Switching an existing shard from one to the other is refused: its log
 // would be left behind. "" or "auto" takes the one the directory holds
-// (raft.db with entries: boltdb), and wal for a shard without a log. (hashicorp/raft-wal v0.4.0 was tried and dropped: it
-// could not start again after truncating its log's tail, hashicorp/raft-wal#31,
-// which every deposed leader does.)
+// (raft.db with entries: boltdb), and wal for a shard without a log.
+// (hashicorp/raft-wal v0.4.0 was tried and dropped: it could not start
+// again after truncating its log's tail, hashicorp/raft-wal#31, which every
+// deposed leader does.)
 func openRaftStores(dir, kind string) (*raftStores, error) {
 	bolt, err := openRaftStore(dir)
 	if err != nil {

@@ -463,13 +463,18 @@ func (st *Store) trim(seg *segment) error {
 	if seg.alloc == seg.end {
 		return nil
 	}
-	if err := seg.f.Truncate(seg.end); err != nil {
+	return cut(seg, seg.end)
+}
+
+// cut truncates seg's file at off, durably; off becomes its size.
+func cut(seg *segment, off int64) error {
+	if err := seg.f.Truncate(off); err != nil {
 		return err
 	}
 	if err := fdatasync(seg.f); err != nil {
 		return err
 	}
-	seg.alloc = seg.end
+	seg.alloc = off
 	return nil
 }
 
@@ -563,14 +568,11 @@ func (st *Store) deleteSuffix(min uint64) error {
 	seg := st.segs[len(st.segs)-1]
 	k := min - seg.base
 	if k < uint64(len(seg.offs)) {
-		cut := seg.offs[k]
-		if err := seg.f.Truncate(cut); err != nil {
+		off := seg.offs[k]
+		if err := cut(seg, off); err != nil {
 			return err
 		}
-		if err := fdatasync(seg.f); err != nil {
-			return err
-		}
-		seg.offs, seg.end, seg.alloc = seg.offs[:k], cut, cut
+		seg.offs, seg.end = seg.offs[:k], off
 	}
 	st.last = min - 1
 	if st.last < st.first {
