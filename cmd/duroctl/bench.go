@@ -131,6 +131,19 @@ func benchCmd(ctx context.Context, endpoints func() []string, endpointsSet func(
 	cmd.PersistentPreRunE = func(*cobra.Command, []string) error { return env.startProfile() }
 	cmd.PersistentPostRunE = func(*cobra.Command, []string) error { return env.stopProfile() }
 	cmd.AddCommand(compareCmd(env), failoverCmd(env), scaleCmd(env))
+	// cobra skips PersistentPostRunE when RunE fails; the profile of a failed
+	// run is the one most worth reading, so stop it there too.
+	for _, c := range append(cmd.Commands(), cmd) {
+		if run := c.RunE; run != nil {
+			c.RunE = func(c *cobra.Command, args []string) error {
+				err := run(c, args)
+				if err != nil {
+					env.stopProfile()
+				}
+				return err
+			}
+		}
+	}
 	return cmd
 }
 

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -119,4 +121,29 @@ func TestBenchCommands(t *testing.T) {
 			t.Errorf("no ratio rows in the table:\n%s", out)
 		}
 	})
+}
+
+// A bench that fails still leaves a whole profile behind: the failed run is
+// the one most worth reading.
+func TestBenchProfileOfFailedRun(t *testing.T) {
+	t.Setenv("DURO_ENDPOINTS", "")
+	prof := filepath.Join(t.TempDir(), "cpu.pprof")
+	missing := filepath.Join(t.TempDir(), "no-such-durod")
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"bench", "--durod", missing, "--duration", "100ms", "--cpuprofile", prof}, &stdout, &stderr)
+	if err == nil {
+		t.Fatal("bench with a missing durod succeeded")
+	}
+	f, err := os.Open(prof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("--cpuprofile of a failed run: %v", err)
+	}
+	if _, err := io.Copy(io.Discard, zr); err != nil {
+		t.Fatalf("--cpuprofile of a failed run is cut short: %v", err)
+	}
 }
