@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/duro-io/duro"
@@ -79,7 +80,24 @@ type Machine struct {
 
 	boot      string // this boot's ID when syncing lazily, else ""
 	discarded bool   // Open threw away a state file torn by a machine crash
+
+	// A write transaction ApplyBatchDeferred left open (see there). wmu
+	// guards it and is taken inside mu; holding says whether one is open, so
+	// that readers skip wmu when none is.
+	wmu     sync.Mutex
+	held    *bolt.Tx
+	heldN   int // entries in held
+	heldB   int // their bytes
+	heldEnd *time.Timer
+	holding atomic.Bool
 }
+
+// Bounds of what ApplyBatchDeferred leaves uncommitted.
+const (
+	maxHeldEntries = 1024
+	maxHeldBytes   = 4 << 20
+	maxHeldFor     = 50 * time.Millisecond
+)
 
 // Open opens (or creates) the machine stored at path.
 func Open(path string, opts Options) (*Machine, error) {
@@ -132,8 +150,10 @@ func (m *Machine) Close() error {
 	if m.db == nil {
 		return nil
 	}
-	var err error
-	if m.boot != "" {
+	m.wmu.Lock()
+	err := m.commitHeld()
+	m.wmu.Unlock()
+	if err == nil && m.boot != "" {
 		err = m.db.Sync()
 	}
 	if cerr := m.db.Close(); err == nil {
@@ -181,48 +201,138 @@ func (m *Machine) view(fn func(*bolt.Tx) error) error {
 	if m.db == nil {
 		return errors.New("fsm: closed")
 	}
+	m.flushHeld()
 	return m.db.View(fn)
 }
 
-// ApplyBatch applies committed log entries in one bbolt transaction and
-// returns one *Result per entry. It panics on a storage error or an
+// flushHeld commits the transaction ApplyBatchDeferred left open, so that
+// what follows reads every applied entry. The caller holds mu (shared).
+func (m *Machine) flushHeld() {
+	if !m.holding.Load() {
+		return
+	}
+	m.wmu.Lock()
+	defer m.wmu.Unlock()
+	if err := m.commitHeld(); err != nil {
+		panic(fmt.Sprintf("fsm: commit applied entries to %s failed, stopping this replica: %v", m.path, err))
+	}
+}
+
+// commitHeld commits the held transaction, if any. The caller holds wmu.
+func (m *Machine) commitHeld() error {
+	tx := m.held
+	if tx == nil {
+		return nil
+	}
+	m.held, m.heldN, m.heldB = nil, 0, 0
+	m.heldEnd.Stop()
+	err := tx.Commit()
+	// Only now: a reader that sees holding false must find the commit done.
+	m.holding.Store(false)
+	return err
+}
+
+// ApplyBatch applies committed log entries in one bbolt transaction, commits
+// it, and returns one *Result per entry. It panics on a storage error or an
 // undecodable entry: the replica must stop rather than diverge.
-func (m *Machine) ApplyBatch(logs []*raft.Log) []any {
-	out := make([]any, len(logs))
+func (m *Machine) ApplyBatch(logs []*raft.Log) []any { return m.apply(logs, false) }
+
+// ApplyBatchDeferred is ApplyBatch without the commit: the entries join a
+// write transaction left open for later batches, committed once it holds
+// maxHeldEntries entries or maxHeldBytes of them, or has been open for
+// maxHeldFor, by the next
+// ApplyBatch, and before anything reads the machine (every read, Snapshot,
+// Hash, Close). A replica that applies without serving reads (a follower)
+// so pays bbolt's commit (a page write per dirty page) once per many
+// batches instead of once per batch. Nothing is less durable for it: the
+// state file is not fsync'd per commit anyway (lazysync.go), and entries
+// lost with an uncommitted transaction are above the stored applied index,
+// so Raft applies them again after a restart.
+func (m *Machine) ApplyBatchDeferred(logs []*raft.Log) []any { return m.apply(logs, true) }
+
+func (m *Machine) apply(logs []*raft.Log, deferred bool) []any {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.db == nil {
 		panic(fmt.Sprintf("fsm: apply to %s: store is closed (a restore failed?); stopping this replica", m.path))
 	}
-	err := m.db.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		applied := getU64(meta, keyApplied)
-		last := applied
-		for i, l := range logs {
-			if l.Index <= applied || l.Type != raft.LogCommand {
-				out[i] = &Result{Status: Skipped, Index: l.Index}
-				if l.Index > last {
-					last = l.Index
-				}
-				continue
-			}
-			r, err := m.applyOne(tx, l)
-			if err != nil {
-				return err
-			}
-			r.Index = l.Index
-			out[i] = r
-			last = l.Index
+	m.wmu.Lock()
+	defer m.wmu.Unlock()
+	tx := m.held
+	if tx == nil {
+		var err error
+		if tx, err = m.db.Begin(true); err != nil {
+			panic(fmt.Sprintf("fsm: apply to %s failed, stopping this replica: %v", m.path, err))
 		}
-		if last != applied {
-			return meta.Put(keyApplied, u64(last))
+	}
+	done := false
+	defer func() {
+		if !done {
+			// Panicking: release bbolt's writer lock, held entries included.
+			tx.Rollback()
+			if m.held == tx {
+				m.held, m.heldN, m.heldB = nil, 0, 0
+				m.heldEnd.Stop()
+				m.holding.Store(false)
+			}
 		}
-		return nil
-	})
+	}()
+	out, err := m.applyTx(tx, logs)
 	if err != nil {
 		panic(fmt.Sprintf("fsm: apply to %s failed, stopping this replica: %v", m.path, err))
 	}
+	if m.held == nil && deferred {
+		m.held = tx
+		m.holding.Store(true)
+		m.heldEnd = time.AfterFunc(maxHeldFor, func() {
+			m.mu.RLock()
+			defer m.mu.RUnlock()
+			m.flushHeld()
+		})
+	}
+	m.heldN += len(logs)
+	for _, l := range logs {
+		m.heldB += len(l.Data)
+	}
+	if !deferred || m.heldN >= maxHeldEntries || m.heldB >= maxHeldBytes {
+		if m.held == nil {
+			err = tx.Commit()
+		} else {
+			err = m.commitHeld()
+		}
+		if err != nil {
+			panic(fmt.Sprintf("fsm: apply to %s failed, stopping this replica: %v", m.path, err))
+		}
+	}
+	done = true
 	return out
+}
+
+func (m *Machine) applyTx(tx *bolt.Tx, logs []*raft.Log) ([]any, error) {
+	out := make([]any, len(logs))
+	meta := tx.Bucket(bucketMeta)
+	applied := getU64(meta, keyApplied)
+	last := applied
+	for i, l := range logs {
+		if l.Index <= applied || l.Type != raft.LogCommand {
+			out[i] = &Result{Status: Skipped, Index: l.Index}
+			if l.Index > last {
+				last = l.Index
+			}
+			continue
+		}
+		r, err := m.applyOne(tx, l)
+		if err != nil {
+			return nil, err
+		}
+		r.Index = l.Index
+		out[i] = r
+		last = l.Index
+	}
+	if last != applied {
+		return out, meta.Put(keyApplied, u64(last))
+	}
+	return out, nil
 }
 
 func (m *Machine) applyOne(tx *bolt.Tx, l *raft.Log) (*Result, error) {
@@ -477,6 +587,7 @@ func prefixEnd(p []byte) []byte {
 func (m *Machine) Snapshot() (*Snapshot, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	m.flushHeld()
 	tx, err := m.db.Begin(false)
 	if err != nil {
 		return nil, fmt.Errorf("fsm: snapshot: %w", err)
@@ -563,6 +674,15 @@ func (m *Machine) Restore(r io.Reader) error {
 	chk.Close()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.wmu.Lock()
+	if m.held != nil {
+		// The snapshot replaces whatever the held entries wrote.
+		m.held.Rollback()
+		m.held, m.heldN, m.heldB = nil, 0, 0
+		m.heldEnd.Stop()
+		m.holding.Store(false)
+	}
+	m.wmu.Unlock()
 	if m.db != nil {
 		m.db.Close()
 	}

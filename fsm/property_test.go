@@ -138,14 +138,19 @@ func TestDeterminism(t *testing.T) {
 		logs = append(logs, chunk...)
 		resA = append(resA, apply(t, a, chunk...)...)
 	}
-	// b sees the same log cut into different batches.
+	// b sees the same log cut into different batches, some of them sharing
+	// a transaction as on a follower.
 	var resB []*Result
 	for i := 0; i < len(logs); {
 		n := 1 + r.Intn(40)
 		if i+n > len(logs) {
 			n = len(logs) - i
 		}
-		resB = append(resB, apply(t, b, logs[i:i+n]...)...)
+		if r.Intn(2) == 0 {
+			resB = append(resB, applyDeferred(t, b, logs[i:i+n]...)...)
+		} else {
+			resB = append(resB, apply(t, b, logs[i:i+n]...)...)
+		}
 		i += n
 	}
 	counts := map[Status]int{}

@@ -1,0 +1,148 @@
+package fsm
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// snapshotImage writes a snapshot of m.
+func snapshotImage(t testing.TB, m *Machine) *bytes.Buffer {
+	t.Helper()
+	snap, err := m.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	var buf bytes.Buffer
+	if err := snap.Write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	return &buf
+}
+
+// applyDeferred is apply through ApplyBatchDeferred.
+func applyDeferred(t testing.TB, m *Machine, logs ...*raft.Log) []*Result {
+	t.Helper()
+	out := m.ApplyBatchDeferred(logs)
+	rs := make([]*Result, len(out))
+	for i, o := range out {
+		rs[i] = o.(*Result)
+	}
+	return rs
+}
+
+// A follower's deferred batches are invisible to nothing: every way of
+// reading the machine sees every entry applied so far.
+func TestDeferredApplyIsReadable(t *testing.T) {
+	f := newFixture(t, Options{})
+	m := f.m
+	id := testID(1)
+	applyDeferred(t, m, activateLog(1, t0))
+	rs := applyDeferred(t, m, callLog(2, &Call{Epoch: 1, Time: t0, Object: id, Ops: []Op{put("k", "v1")}, Client: ClientID{7}, Seq: 1, Reply: []byte("r1")}))
+	wantStatus(t, rs[0], Applied)
+	if !m.holding.Load() {
+		t.Fatal("ApplyBatchDeferred committed at once")
+	}
+	if got := m.Applied(); got != 2 {
+		t.Fatalf("Applied = %d after deferred batches, want 2", got)
+	}
+	if v, ok := getKey(t, m, id, "k"); !ok || v != "v1" {
+		t.Fatalf("Get = %q, %v; want v1", v, ok)
+	}
+	if st, reply := m.Session(ClientID{7}, 1); st != Duplicate || string(reply) != "r1" {
+		t.Fatalf("Session = %v %q, want the stored reply", st, reply)
+	}
+
+	// A snapshot taken while a batch is held includes it.
+	applyDeferred(t, m, callLog(3, &Call{Epoch: 1, Time: t0, Object: id, BaseVersion: 1, Ops: []Op{put("k", "v2")}}))
+	buf := snapshotImage(t, m)
+	other := newMachine(t)
+	if err := other.Restore(buf); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := getKey(t, other, id, "k"); v != "v2" || other.Applied() != 3 {
+		t.Fatalf("restored snapshot has k=%q at %d, want v2 at 3", v, other.Applied())
+	}
+	if hashOf(t, other) != hashOf(t, m) {
+		t.Fatal("snapshot of a held batch differs from the machine")
+	}
+
+	// Close commits what is held.
+	applyDeferred(t, m, callLog(4, &Call{Epoch: 1, Time: t0, Object: id, BaseVersion: 2, Ops: []Op{put("k", "v3")}}))
+	f.reopen()
+	if v, _ := getKey(t, f.m, id, "k"); v != "v3" || f.m.Applied() != 4 {
+		t.Fatalf("after reopen k=%q at %d, want v3 at 4", v, f.m.Applied())
+	}
+}
+
+// A held batch is committed without a reader: by its time limit, by its
+// size limits, and by the next ApplyBatch.
+func TestDeferredApplyCommits(t *testing.T) {
+	m := newMachine(t)
+	id := testID(2)
+	applyDeferred(t, m, activateLog(1, t0))
+	deadline := time.Now().Add(30 * time.Second)
+	for m.holding.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("a held batch was never committed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := m.Applied(); got != 1 {
+		t.Fatalf("Applied = %d, want 1", got)
+	}
+
+	idx, ver := uint64(1), uint64(0)
+	var batch []*raft.Log
+	for range maxHeldEntries {
+		idx++
+		batch = append(batch, callLog(idx, &Call{Epoch: 1, Time: t0, Object: id, BaseVersion: ver, Ops: []Op{put("k", "v")}}))
+		ver++
+	}
+	applyDeferred(t, m, batch...)
+	if m.holding.Load() {
+		t.Fatalf("%d entries held, limit %d", m.heldN, maxHeldEntries)
+	}
+
+	idx++
+	big := Op{Kind: OpPut, Key: []byte("big"), Value: make([]byte, maxHeldBytes)}
+	applyDeferred(t, m, callLog(idx, &Call{Epoch: 1, Time: t0, Object: id, BaseVersion: ver, Ops: []Op{big}}))
+	ver++
+	if m.holding.Load() {
+		t.Fatalf("%d bytes held, limit %d", m.heldB, maxHeldBytes)
+	}
+
+	idx++
+	applyDeferred(t, m, callLog(idx, &Call{Epoch: 1, Time: t0, Object: id, BaseVersion: ver, Ops: []Op{put("k", "v")}}))
+	ver++
+	idx++
+	apply1(t, m, callLog(idx, &Call{Epoch: 1, Time: t0, Object: id, BaseVersion: ver, Ops: []Op{put("k", "last")}}))
+	if m.holding.Load() {
+		t.Fatal("ApplyBatch left the held batch open")
+	}
+	if v, _ := getKey(t, m, id, "k"); v != "last" || m.Applied() != idx || m.Version(id) != ver+1 {
+		t.Fatalf("k=%q at %d (version %d), want last at %d (version %d)", v, m.Applied(), m.Version(id), idx, ver+1)
+	}
+}
+
+// Restoring a snapshot drops a held batch: the snapshot replaces the state.
+func TestRestoreDropsHeldBatch(t *testing.T) {
+	src := newMachine(t)
+	apply(t, src, activateLog(1, t0))
+	buf := snapshotImage(t, src)
+
+	m := newMachine(t)
+	applyDeferred(t, m, activateLog(1, t0), callLog(2, &Call{Epoch: 1, Time: t0, Object: testID(3), Ops: []Op{put("k", "v")}}))
+	if err := m.Restore(buf); err != nil {
+		t.Fatal(err)
+	}
+	if m.holding.Load() || m.Applied() != 1 {
+		t.Fatalf("after Restore: holding %v, applied %d; want the snapshot's state at 1", m.holding.Load(), m.Applied())
+	}
+	if _, ok := getKey(t, m, testID(3), "k"); ok {
+		t.Fatal("a held write survived Restore")
+	}
+}
