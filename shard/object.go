@@ -216,7 +216,7 @@ func (o *object) enqueue(c *call) bool {
 	if !o.running {
 		o.running = true
 		o.h.wg.Add(1)
-		go o.run()
+		taskWorkers.run(o.run)
 	}
 	return true
 }
@@ -361,10 +361,10 @@ func (o *object) turn(c *call) {
 			res = Result{Err: duro.AsError(err)}
 		}
 		h.wg.Add(1)
-		go func() {
+		taskWorkers.run(func() {
 			defer h.wg.Done()
 			c.done(o.readGate(c.ctx, deps, res))
-		}()
+		})
 		return
 	}
 
@@ -393,7 +393,7 @@ func (o *object) turn(c *call) {
 	}
 	f := s.raft.Apply(data, 0)
 	h.wg.Add(1)
-	go func() {
+	taskWorkers.run(func() {
 		defer h.wg.Done()
 		var resp any
 		err := s.applyError(f)
@@ -409,7 +409,7 @@ func (o *object) turn(c *call) {
 			close(inf.done)
 		}
 		c.done(res)
-	}()
+	})
 }
 
 // settle resolves a proposed entry: the output gate opens here.
