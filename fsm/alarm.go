@@ -100,7 +100,7 @@ func applyAlarm(tx *bolt.Tx, c *Call) error {
 
 // Alarm returns the applied alarm of object id: its time in unix nanoseconds.
 func (m *Machine) Alarm(id duro.ID) (at int64, ok bool) {
-	m.view(func(tx *bolt.Tx) error {
+	m.peek(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketAlarm).Get(id[:]); len(v) >= 8 {
 			at, ok = int64(binary.BigEndian.Uint64(v)), true
 		}

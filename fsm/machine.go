@@ -184,14 +184,14 @@ func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 // Applied returns the index of the last applied entry.
 func (m *Machine) Applied() uint64 {
 	var idx uint64
-	m.view(func(tx *bolt.Tx) error { idx = getU64(tx.Bucket(bucketMeta), keyApplied); return nil })
+	m.peek(func(tx *bolt.Tx) error { idx = getU64(tx.Bucket(bucketMeta), keyApplied); return nil })
 	return idx
 }
 
 // Epoch returns the current epoch: the index of the last Activate entry.
 func (m *Machine) Epoch() uint64 {
 	var e uint64
-	m.view(func(tx *bolt.Tx) error { e = getU64(tx.Bucket(bucketMeta), keyEpoch); return nil })
+	m.peek(func(tx *bolt.Tx) error { e = getU64(tx.Bucket(bucketMeta), keyEpoch); return nil })
 	return e
 }
 
@@ -202,6 +202,29 @@ func (m *Machine) view(fn func(*bolt.Tx) error) error {
 		return errors.New("fsm: closed")
 	}
 	m.flushHeld()
+	return m.db.View(fn)
+}
+
+// peek runs a short read (fn must copy what it keeps and must not call the
+// machine) on the applied state. With a held transaction open it reads
+// through that transaction under wmu instead of committing it, so a leader
+// whose objects read before every call (sessions, versions, keys) does not
+// turn each read into a commit. Long reads (Scan, Hash) use view: they would
+// hold up applies.
+func (m *Machine) peek(fn func(*bolt.Tx) error) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.db == nil {
+		return errors.New("fsm: closed")
+	}
+	if m.holding.Load() {
+		m.wmu.Lock()
+		if tx := m.held; tx != nil {
+			defer m.wmu.Unlock()
+			return fn(tx)
+		}
+		m.wmu.Unlock()
+	}
 	return m.db.View(fn)
 }
 
@@ -281,7 +304,14 @@ func (m *Machine) apply(logs []*raft.Log, deferred bool) []any {
 	if err != nil {
 		panic(fmt.Sprintf("fsm: apply to %s failed, stopping this replica: %v", m.path, err))
 	}
-	if m.held == nil && deferred {
+	if m.held == nil && !deferred {
+		if err := tx.Commit(); err != nil {
+			panic(fmt.Sprintf("fsm: apply to %s failed, stopping this replica: %v", m.path, err))
+		}
+		done = true
+		return out
+	}
+	if m.held == nil {
 		m.held = tx
 		m.holding.Store(true)
 		m.heldEnd = time.AfterFunc(maxHeldFor, func() {
@@ -295,12 +325,7 @@ func (m *Machine) apply(logs []*raft.Log, deferred bool) []any {
 		m.heldB += len(l.Data)
 	}
 	if !deferred || m.heldN >= maxHeldEntries || m.heldB >= maxHeldBytes {
-		if m.held == nil {
-			err = tx.Commit()
-		} else {
-			err = m.commitHeld()
-		}
-		if err != nil {
+		if err := m.commitHeld(); err != nil {
 			panic(fmt.Sprintf("fsm: apply to %s failed, stopping this replica: %v", m.path, err))
 		}
 	}
@@ -499,7 +524,7 @@ func dataKey(id duro.ID, key []byte) []byte {
 
 // Get returns the applied value of key in object id.
 func (m *Machine) Get(id duro.ID, key []byte) (val []byte, ok bool, err error) {
-	err = m.view(func(tx *bolt.Tx) error {
+	err = m.peek(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketData).Get(dataKey(id, key)); v != nil {
 			val, ok = append([]byte{}, v...), true
 		}
@@ -511,14 +536,14 @@ func (m *Machine) Get(id duro.ID, key []byte) (val []byte, ok bool, err error) {
 // Version returns the number of Call entries applied to object id.
 func (m *Machine) Version(id duro.ID) uint64 {
 	var v uint64
-	m.view(func(tx *bolt.Tx) error { v = getU64(tx.Bucket(bucketVersion), id[:]); return nil })
+	m.peek(func(tx *bolt.Tx) error { v = getU64(tx.Bucket(bucketVersion), id[:]); return nil })
 	return v
 }
 
 // Session reports what the table holds for (client, seq): Duplicate with the
 // stored reply, Rejected if seq is below the client's watermark, or 0.
 func (m *Machine) Session(c ClientID, seq uint64) (st Status, reply []byte) {
-	m.view(func(tx *bolt.Tx) error {
+	m.peek(func(tx *bolt.Tx) error {
 		st, reply = sessionLookup(tx.Bucket(bucketSess), tx.Bucket(bucketClients), c, seq)
 		return nil
 	})

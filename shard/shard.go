@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/duro-io/duro"
@@ -106,7 +105,6 @@ type Shard struct {
 	store   *raftStores
 	raft    *raft.Raft
 	notify  chan bool
-	leading atomic.Bool // last leadership notification: picks how the FSM commits
 	host    *objectHost
 	verify  *verifier
 
@@ -342,7 +340,6 @@ func (s *Shard) watchLeadership() {
 			cancel()
 			return
 		case leader := <-s.notify:
-			s.leading.Store(leader)
 			cancel()
 			s.host.reset("leadership lost")
 			if leader {
@@ -422,14 +419,10 @@ type raftFSM Shard
 func (f *raftFSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 
 func (f *raftFSM) ApplyBatch(logs []*raft.Log) []any {
-	// A leader commits each batch: its objects read the state right after.
-	// A follower reads nothing until it leads (or a reader asks, which
-	// commits first), so it lets batches share a commit.
-	apply := f.machine.ApplyBatchDeferred
-	if f.leading.Load() {
-		apply = f.machine.ApplyBatch
-	}
-	out := apply(logs)
+	// Batches share bbolt commits on every replica: a leader's objects read
+	// the applied state through the open transaction (fsm.Machine.peek), and
+	// a follower reads nothing until it leads.
+	out := f.machine.ApplyBatchDeferred(logs)
 	f.watch.applied(out)
 	return out
 }
