@@ -96,7 +96,7 @@ type Machine struct {
 const (
 	maxHeldEntries = 1024
 	maxHeldBytes   = 4 << 20
-	maxHeldFor     = 50 * time.Millisecond
+	maxHeldFor     = time.Second
 )
 
 // Open opens (or creates) the machine stored at path.
