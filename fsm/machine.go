@@ -333,9 +333,27 @@ func (m *Machine) apply(logs []*raft.Log, deferred bool) []any {
 	return out
 }
 
+// batch is what applying one batch of entries reads again and again: the
+// buckets, and the meta values only entries of the batch change.
+type batch struct {
+	tx                                 *bolt.Tx
+	meta, data, version, sess, clients *bolt.Bucket
+	epoch                              uint64
+	lastExpiry                         int64
+}
+
+func newBatch(tx *bolt.Tx) *batch {
+	b := &batch{tx: tx, meta: tx.Bucket(bucketMeta), data: tx.Bucket(bucketData), version: tx.Bucket(bucketVersion),
+		sess: tx.Bucket(bucketSess), clients: tx.Bucket(bucketClients)}
+	b.epoch = getU64(b.meta, keyEpoch)
+	b.lastExpiry = int64(getU64(b.meta, keyLastExpiry))
+	return b
+}
+
 func (m *Machine) applyTx(tx *bolt.Tx, logs []*raft.Log) ([]any, error) {
 	out := make([]any, len(logs))
-	meta := tx.Bucket(bucketMeta)
+	b := newBatch(tx)
+	meta := b.meta
 	applied := getU64(meta, keyApplied)
 	last := applied
 	for i, l := range logs {
@@ -346,7 +364,7 @@ func (m *Machine) applyTx(tx *bolt.Tx, logs []*raft.Log) ([]any, error) {
 			}
 			continue
 		}
-		r, err := m.applyOne(tx, l)
+		r, err := m.applyOne(b, l)
 		if err != nil {
 			return nil, err
 		}
@@ -360,20 +378,20 @@ func (m *Machine) applyTx(tx *bolt.Tx, logs []*raft.Log) ([]any, error) {
 	return out, nil
 }
 
-func (m *Machine) applyOne(tx *bolt.Tx, l *raft.Log) (*Result, error) {
+func (m *Machine) applyOne(b *batch, l *raft.Log) (*Result, error) {
 	e, err := Decode(l.Data)
 	if err != nil {
 		return nil, fmt.Errorf("entry %d: %w", l.Index, err)
 	}
-	meta := tx.Bucket(bucketMeta)
 	switch e := e.(type) {
 	case *Activate:
-		if err := meta.Put(keyEpoch, u64(l.Index)); err != nil {
+		if err := b.meta.Put(keyEpoch, u64(l.Index)); err != nil {
 			return nil, err
 		}
-		return &Result{Status: Applied, Epoch: l.Index}, m.expire(tx, e.Time)
+		b.epoch = l.Index
+		return &Result{Status: Applied, Epoch: l.Index}, m.expire(b, e.Time)
 	case *Call:
-		return m.applyCall(tx, e)
+		return m.applyCall(b, e)
 	}
 	return nil, fmt.Errorf("entry %d: unexpected %T", l.Index, e)
 }
@@ -382,24 +400,26 @@ func sessKey(c ClientID, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(append([]byte(nil), c[:]...), seq)
 }
 
-func (m *Machine) applyCall(tx *bolt.Tx, c *Call) (*Result, error) {
-	meta := tx.Bucket(bucketMeta)
-	sess, clients := tx.Bucket(bucketSess), tx.Bucket(bucketClients)
+func (m *Machine) applyCall(b *batch, c *Call) (*Result, error) {
+	sess, clients := b.sess, b.clients
 	hasSession := c.Client != ClientID{}
+	var acked uint64 // the client's watermark before this call
 	if hasSession {
-		if st, reply := sessionLookup(sess, clients, c.Client, c.Seq); st != 0 {
+		st, reply, low := lookupSession(sess, clients, c.Client, c.Seq)
+		if st != 0 {
 			return &Result{Status: st, Reply: reply, Reason: "sequence already acknowledged"}, nil
 		}
+		acked = low
 	}
-	if e := getU64(meta, keyEpoch); c.Epoch != e {
+	if e := b.epoch; c.Epoch != e {
 		return &Result{Status: Rejected, Reason: fmt.Sprintf("stale epoch %d, shard is at epoch %d", c.Epoch, e)}, nil
 	}
-	vb := tx.Bucket(bucketVersion)
+	vb := b.version
 	ver := getU64(vb, c.Object[:])
 	if c.BaseVersion != ver {
 		return &Result{Status: Rejected, Reason: fmt.Sprintf("object version %d, call was run on version %d", ver, c.BaseVersion)}, nil
 	}
-	data := tx.Bucket(bucketData)
+	data := b.data
 	if c.ClearAll {
 		if err := deletePrefix(data, c.Object[:]); err != nil {
 			return nil, err
@@ -417,40 +437,48 @@ func (m *Machine) applyCall(tx *bolt.Tx, c *Call) (*Result, error) {
 			return nil, err
 		}
 	}
-	if err := applyAlarm(tx, c); err != nil {
+	if err := applyAlarm(b.tx, c); err != nil {
 		return nil, err
 	}
 	if err := vb.Put(c.Object[:], u64(ver+1)); err != nil {
 		return nil, err
 	}
 	if hasSession {
-		if err := recordSession(sess, clients, c); err != nil {
+		if err := recordSession(sess, clients, c, acked); err != nil {
 			return nil, err
 		}
 	}
-	return &Result{Status: Applied, Reply: c.Reply, Object: c.Object}, m.expire(tx, c.Time)
+	return &Result{Status: Applied, Reply: c.Reply, Object: c.Object}, m.expire(b, c.Time)
 }
 
 // sessionLookup returns Duplicate and the reply if (client, seq) was applied,
 // Rejected if seq is below the client's acknowledged watermark, or 0.
 func sessionLookup(sess, clients *bolt.Bucket, c ClientID, seq uint64) (Status, []byte) {
-	if v := sess.Get(sessKey(c, seq)); v != nil {
-		return Duplicate, append([]byte(nil), v[8:]...)
-	}
-	if v := clients.Get(c[:]); len(v) == 16 && seq < binary.BigEndian.Uint64(v) {
-		return Rejected, nil
-	}
-	return 0, nil
+	st, reply, _ := lookupSession(sess, clients, c, seq)
+	return st, reply
 }
 
-func recordSession(sess, clients *bolt.Bucket, c *Call) error {
+// lookupSession is sessionLookup that also returns the client's watermark
+// (0 for a client without one), which recordSession needs.
+func lookupSession(sess, clients *bolt.Bucket, c ClientID, seq uint64) (st Status, reply []byte, low uint64) {
+	if v := sess.Get(sessKey(c, seq)); v != nil {
+		return Duplicate, append([]byte(nil), v[8:]...), 0
+	}
+	if v := clients.Get(c[:]); len(v) == 16 {
+		low = binary.BigEndian.Uint64(v)
+	}
+	if seq < low {
+		return Rejected, nil, low
+	}
+	return 0, nil, low
+}
+
+// recordSession stores the reply of c and moves its client's watermark up to
+// c.AckedBelow; low is the watermark before c (lookupSession's).
+func recordSession(sess, clients *bolt.Bucket, c *Call, low uint64) error {
 	v := binary.BigEndian.AppendUint64(nil, uint64(c.Time))
 	if err := sess.Put(sessKey(c.Client, c.Seq), append(v, c.Reply...)); err != nil {
 		return err
-	}
-	low := uint64(0)
-	if old := clients.Get(c.Client[:]); len(old) == 16 {
-		low = binary.BigEndian.Uint64(old)
 	}
 	if c.AckedBelow > low {
 		// Drop replies the client has acknowledged. Collect the keys first:
@@ -478,17 +506,16 @@ func recordSession(sess, clients *bolt.Bucket, c *Call) error {
 
 // expire drops sessions idle for longer than SessionTTL, in log time. It scans
 // at most once per TTL/8 of log time, so its cost is amortised.
-func (m *Machine) expire(tx *bolt.Tx, now int64) error {
-	meta := tx.Bucket(bucketMeta)
-	last := int64(getU64(meta, keyLastExpiry))
+func (m *Machine) expire(b *batch, now int64) error {
 	ttl := int64(m.opts.SessionTTL)
-	if now-last < ttl/8 {
+	if now-b.lastExpiry < ttl/8 {
 		return nil
 	}
-	if err := meta.Put(keyLastExpiry, u64(uint64(now))); err != nil {
+	if err := b.meta.Put(keyLastExpiry, u64(uint64(now))); err != nil {
 		return err
 	}
-	clients, sess := tx.Bucket(bucketClients), tx.Bucket(bucketSess)
+	b.lastExpiry = now
+	clients, sess := b.clients, b.sess
 	var dead [][]byte
 	clients.ForEach(func(k, v []byte) error {
 		if len(v) == 16 && now-int64(binary.BigEndian.Uint64(v[8:])) > ttl {
