@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash"
+	"sync"
 )
 
 // IDLen is the length of an object ID in bytes.
@@ -24,13 +26,8 @@ var idKey = []byte("duro object id v1")
 
 // IDFromName returns the ID that name always maps to in namespace ns.
 func IDFromName(ns, name string) ID {
-	m := hmac.New(sha256.New, idKey)
-	m.Write([]byte("name\x00"))
-	m.Write([]byte(ns))
-	m.Write([]byte{0})
-	m.Write([]byte(name))
 	var id ID
-	copy(id[:bodyLen], m.Sum(nil))
+	copy(id[:bodyLen], idMAC("name", ns, []byte(name)))
 	id.seal(ns)
 	return id
 }
@@ -47,13 +44,23 @@ func NewUniqueID(ns string) ID {
 
 func (id *ID) seal(ns string) { copy(id[bodyLen:], tag(ns, id[:bodyLen])) }
 
-func tag(ns string, body []byte) []byte {
-	m := hmac.New(sha256.New, idKey)
-	m.Write([]byte("tag\x00"))
+// tagMACs keeps keyed HMACs for idMAC: Reset restores the keyed state,
+// where New hashes the key again (every call checks an ID).
+var tagMACs = sync.Pool{New: func() any { return hmac.New(sha256.New, idKey) }}
+
+func tag(ns string, body []byte) []byte { return idMAC("tag", ns, body)[:IDLen-bodyLen] }
+
+// idMAC is the HMAC of label, ns and body under idKey.
+func idMAC(label, ns string, body []byte) []byte {
+	m := tagMACs.Get().(hash.Hash)
+	defer tagMACs.Put(m)
+	m.Reset()
+	m.Write([]byte(label))
+	m.Write([]byte{0})
 	m.Write([]byte(ns))
 	m.Write([]byte{0})
 	m.Write(body)
-	return m.Sum(nil)[:IDLen-bodyLen]
+	return m.Sum(nil)
 }
 
 // ParseID parses the 64-character hex form of an ID of namespace ns. A

@@ -55,3 +55,27 @@ func FuzzParseID(f *testing.F) {
 		}
 	})
 }
+
+// IDs are stored (keys of every object's state) and handed out: a name must
+// map to the same ID in every release.
+func TestIDFromNameIsStable(t *testing.T) {
+	for _, c := range []struct{ ns, name, want string }{
+		{"counter", "a", "27301a22a4259c41e45bb0ad7a41d02c26b6ed5ac0a000e76d5bbeca9660e657"},
+		{"", "", "62fce7dc9c8ca5db15559a0dd3d2b1568f01f6a3fe501b440e04a6ae4a2fbd6f"},
+	} {
+		if got := IDFromName(c.ns, c.name).String(); got != c.want {
+			t.Errorf("IDFromName(%q, %q) = %s, want %s", c.ns, c.name, got, c.want)
+		}
+	}
+}
+
+// BenchmarkIDValid is the check every call makes of its object's ID.
+func BenchmarkIDValid(b *testing.B) {
+	id := NewUniqueID("bench")
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if !id.Valid("bench") {
+			b.Fatal("a new ID is not valid")
+		}
+	}
+}
