@@ -99,7 +99,8 @@ func (h *Host) ActiveObjects() int {
 func (h *Host) Registry() *duro.Registry { return h.cfg.Registry }
 
 // Submit validates req and queues it on its object; done is called exactly
-// once, possibly before Submit returns. Calls submitted for one object run in
+// once, possibly before Submit returns. done must not block: the calls of a
+// shard are settled one after another on one goroutine. Calls submitted for one object run in
 // the order submitted.
 func (h *Host) Submit(ctx context.Context, req *Request, done func(Result)) {
 	class, ok := h.cfg.Registry.Lookup(req.Namespace)

@@ -393,10 +393,9 @@ func (o *object) turn(c *call) {
 	}
 	f := s.raft.Apply(data, 0)
 	h.wg.Add(1)
-	taskWorkers.run(func() {
+	s.settle.add(f, func(err error) {
 		defer h.wg.Done()
 		var resp any
-		err := s.applyError(f)
 		if err == nil {
 			resp = f.Response()
 		}

@@ -111,6 +111,7 @@ type Shard struct {
 	alarms     alarmStats
 	alarmNudge chan struct{} // see nudgeAlarms
 	watch      watchHub      // see watch.go
+	settle     *settler      // waits for proposed calls (settle.go)
 
 	stop chan struct{}
 	down chan struct{} // closed once raft has shut down
@@ -131,6 +132,7 @@ func Open(cfg Config) (*Shard, error) {
 	}
 	s := &Shard{id: cfg.ID, cfg: cfg, log: cfg.Logger.With("shard", int(cfg.ID)), stop: make(chan struct{}), down: make(chan struct{}),
 		alarmNudge: make(chan struct{}, 1)}
+	s.settle = newSettler(s.down)
 	// The Raft log is fsync'd on a quorum before anything is acknowledged, so
 	// the state file need not be: see fsm/lazysync.go.
 	m, err := fsm.Open(filepath.Join(cfg.Dir, "state.db"), fsm.Options{SessionTTL: cfg.SessionTTL, LazySync: true})
@@ -320,6 +322,7 @@ func (s *Shard) Close() error {
 	s.host.reset("node shutting down")
 	err := s.raft.Shutdown().Error()
 	close(s.down)
+	s.settle.close()
 	s.wg.Wait()
 	s.host.waitIdle()
 	if e := s.store.Close(); err == nil {
