@@ -30,6 +30,8 @@ type benchEnv struct {
 	jsonOut string // --json
 	dataDir string // --data-dir
 	durod   string // --durod
+	shards  int    // --shards
+	ranOn   int    // shards of the cluster the last duro run used
 
 	cpuProfile string // --cpuprofile
 	profile    *os.File
@@ -127,6 +129,7 @@ func benchCmd(ctx context.Context, endpoints func() []string, endpointsSet func(
 	cmd.PersistentFlags().StringVar(&env.jsonOut, "json", "", "also write the results as JSON to this file ('-' for stdout)")
 	cmd.PersistentFlags().StringVar(&env.dataDir, "data-dir", "", "data directory of the local cluster(s) (default: a temporary one, removed afterwards)")
 	cmd.PersistentFlags().StringVar(&env.durod, "durod", "", "durod binary of the local cluster (default: next to duroctl, then PATH)")
+	cmd.PersistentFlags().IntVar(&env.shards, "shards", 0, "shards (Raft groups) of the local cluster; 0: durod's default for a new cluster, one per node")
 	cmd.PersistentFlags().StringVar(&env.cpuProfile, "cpuprofile", "", "write a CPU profile of duroctl itself (load generator and SDK) to this file")
 	cmd.PersistentPreRunE = func(*cobra.Command, []string) error { return env.startProfile() }
 	cmd.PersistentPostRunE = func(*cobra.Command, []string) error { return env.stopProfile() }
@@ -173,6 +176,12 @@ func (env *benchEnv) writeJSON(v any) error {
 // startLocal starts a local cluster and waits until every shard has a
 // leader known to every node.
 func (env *benchEnv) startLocal(dir string, http bool, args ...string) (*local.Cluster, error) {
+	if env.shards < 0 {
+		return nil, fmt.Errorf("--shards must be 0 (durod's default) or more, got %d", env.shards)
+	}
+	if env.shards > 0 {
+		args = append(args, "--shards", fmt.Sprint(env.shards))
+	}
 	c, err := local.Start(env.ctx, local.Options{Durod: env.durod, Dir: dir, HTTP: http, Args: args, Log: env.stderr})
 	if err != nil {
 		return nil, err
@@ -220,6 +229,8 @@ func (env *benchEnv) runDuro(ws []string, cfg loadgen.Config, each func(loadgen.
 		return nil, err
 	}
 	defer stop()
+	env.ranOn = c.Shards()
+	fmt.Fprintf(env.stderr, "duro: %s\n", shardsWord(env.ranOn))
 	t := duroTarget{c}
 	var out []loadgen.Result
 	for _, w := range ws {
@@ -306,9 +317,10 @@ func (t duroTarget) Prepare(ctx context.Context, w string, objects int) (loadgen
 
 // compareResult is the JSON of `duroctl bench compare`.
 type compareResult struct {
-	Duro  []loadgen.Result `json:"duro"`
-	Etcd  []loadgen.Result `json:"etcd"`
-	Ratio []ratio          `json:"ratio"`
+	Duro       []loadgen.Result `json:"duro"`
+	Etcd       []loadgen.Result `json:"etcd"`
+	Ratio      []ratio          `json:"ratio"`
+	DuroShards int              `json:"duro_shards"`
 }
 
 // ratio is duro's figure divided by etcd's: above 1 is better for ops/s,
@@ -356,6 +368,7 @@ func compareCmd(env *benchEnv) *cobra.Command {
 			if res.Duro, err = env.runDuro(ws, cfg, func(r loadgen.Result) { fmt.Fprintln(env.stderr, "duro", benchRow(r)) }); err != nil {
 				return err
 			}
+			res.DuroShards = env.ranOn
 			etcdDir := ""
 			if env.dataDir != "" {
 				etcdDir = env.dataDir + "-etcd"
@@ -393,6 +406,14 @@ func printCompare(w io.Writer, res *compareResult) {
 		fmt.Fprintf(w, "%-6s %8s %8s  %-9s %9.2fx %9.2fx %9.2fx %9.2fx\n", d.Workload, "", "", "duro/etcd", q.OpsPerS, q.P50, q.P99, q.P999)
 	}
 	fmt.Fprintln(w, "duro/etcd: above 1 is better for OPS/S, below 1 is better for latencies. Both clusters ran on this machine, one after the other.")
+	fmt.Fprintf(w, "duro ran %s (Raft groups); etcd is one.\n", shardsWord(res.DuroShards))
+}
+
+func shardsWord(n int) string {
+	if n == 1 {
+		return "1 shard"
+	}
+	return fmt.Sprintf("%d shards", n)
 }
 
 // connect dials endpoints, or a local 3-node cluster it starts first when

@@ -104,7 +104,7 @@ func TestBenchCommands(t *testing.T) {
 			t.Skipf("etcd-server is not available, so bench compare is not tested: %v\n%s", err, log.String())
 		}
 		var res compareResult
-		out := runBench(t, &res, "compare", "--workloads", "put,hot,seq,read", "--duration", "300ms", "--callers", "4", "--objects", "10")
+		out := runBench(t, &res, "compare", "--workloads", "put,hot,seq,read", "--duration", "300ms", "--callers", "4", "--objects", "10", "--shards", "2")
 		ws := []string{"put", "hot", "seq", "read"}
 		checkResults(t, "duro", res.Duro, ws)
 		checkResults(t, "etcd", res.Etcd, ws)
@@ -119,6 +119,10 @@ func TestBenchCommands(t *testing.T) {
 		}
 		if !bytes.Contains([]byte(out), []byte("duro/etcd")) {
 			t.Errorf("no ratio rows in the table:\n%s", out)
+		}
+		// The local cluster ran the shard count asked for, and says so.
+		if res.DuroShards != 2 || !bytes.Contains([]byte(out), []byte("duro ran 2 shards")) {
+			t.Errorf("--shards 2: duro_shards %d, table:\n%s", res.DuroShards, out)
 		}
 	})
 }
