@@ -263,14 +263,13 @@ func (m *Machine) ApplyBatch(logs []*raft.Log) []any { return m.apply(logs, fals
 // ApplyBatchDeferred is ApplyBatch without the commit: the entries join a
 // write transaction left open for later batches, committed once it holds
 // maxHeldEntries entries or maxHeldBytes of them, or has been open for
-// maxHeldFor, by the next
-// ApplyBatch, and before anything reads the machine (every read, Snapshot,
-// Hash, Close). A replica that applies without serving reads (a follower)
-// so pays bbolt's commit (a page write per dirty page) once per many
-// batches instead of once per batch. Nothing is less durable for it: the
-// state file is not fsync'd per commit anyway (lazysync.go), and entries
-// lost with an uncommitted transaction are above the stored applied index,
-// so Raft applies them again after a restart.
+// maxHeldFor, by the next ApplyBatch, and before a long read (Scan, Alarms,
+// Hash, Snapshot) or Close; short reads (peek) read through it. A replica so
+// pays bbolt's commit (a page write per dirty page) once per many batches
+// instead of once per batch. Nothing is less durable for it: the state file
+// is not fsync'd per commit anyway (lazysync.go), and entries lost with an
+// uncommitted transaction are above the stored applied index, so Raft
+// applies them again after a restart.
 func (m *Machine) ApplyBatchDeferred(logs []*raft.Log) []any { return m.apply(logs, true) }
 
 func (m *Machine) apply(logs []*raft.Log, deferred bool) []any {

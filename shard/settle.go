@@ -2,6 +2,7 @@ package shard
 
 import (
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -16,9 +17,9 @@ import (
 //
 // raft.Apply's futures have no shutdown channel: one Raft took into its
 // apply buffer just as it shut down is never answered. Once Raft is down,
-// close settles the proposal being waited for and every queued one with
-// ErrRaftShutdown (an unknown outcome to the client) unless it is answered
-// already; the settler goroutine may stay blocked on such a future.
+// close settles every proposal left with Raft's answer, or with
+// ErrRaftShutdown (an unknown outcome to the client) if it has none; the
+// settler goroutine may stay blocked on a future never answered.
 type settler struct {
 	down <-chan struct{}
 	wake chan struct{}
@@ -30,12 +31,22 @@ type settler struct {
 }
 
 type proposal struct {
-	f    raft.ApplyFuture
-	fn   func(error)
-	once sync.Once
+	f       raft.ApplyFuture
+	fn      func(error)
+	once    sync.Once
+	settled chan struct{} // closed once fn has run
 }
 
-func (p *proposal) settle(err error) { p.once.Do(func() { p.fn(err) }) }
+func (p *proposal) settle(err error) {
+	p.once.Do(func() {
+		p.fn(err)
+		close(p.settled)
+	})
+}
+
+// closeGrace bounds how long close waits for the answers Raft gave before it
+// went down to be read, before it calls the rest unknown.
+const closeGrace = 100 * time.Millisecond
 
 func newSettler(down <-chan struct{}) *settler {
 	st := &settler{down: down, wake: make(chan struct{}, 1)}
@@ -46,7 +57,7 @@ func newSettler(down <-chan struct{}) *settler {
 // add queues f; fn runs once with its outcome (nil: applied, see
 // f.Response).
 func (st *settler) add(f raft.ApplyFuture, fn func(error)) {
-	p := &proposal{f: f, fn: fn}
+	p := &proposal{f: f, fn: fn, settled: make(chan struct{})}
 	st.mu.Lock()
 	if st.closed {
 		st.mu.Unlock()
@@ -91,8 +102,12 @@ func (st *settler) run() {
 	}
 }
 
-// close runs once Raft is down: every proposal not settled yet gets
-// ErrRaftShutdown, since Raft will answer nothing more.
+// close runs once Raft is down, so every answer Raft will give is given:
+// reading an answered future returns at once. Each proposal still queued is
+// settled with its answer, read on a goroutine of its own; the one run is
+// waiting for is left to run. Whatever is not settled within closeGrace was
+// never answered and is settled with ErrRaftShutdown. (The goroutines
+// reading a future that was never answered never end.)
 func (st *settler) close() {
 	st.mu.Lock()
 	if st.closed {
@@ -102,12 +117,28 @@ func (st *settler) close() {
 	st.closed = true
 	pending := st.queue
 	st.queue = nil
+	if st.cur != nil {
+		pending = append([]*proposal{st.cur}, pending...)
+	}
 	cur := st.cur
 	st.mu.Unlock()
-	if cur != nil {
-		cur.settle(raft.ErrRaftShutdown)
-	}
 	for _, p := range pending {
-		p.settle(raft.ErrRaftShutdown)
+		if p != cur {
+			go func() { p.settle(p.f.Error()) }()
+		}
+	}
+	grace := time.NewTimer(closeGrace)
+	defer grace.Stop()
+	for _, p := range pending {
+		select {
+		case <-p.settled:
+			continue
+		case <-grace.C:
+		}
+		// Out of time: this and every later unsettled proposal.
+		for _, q := range pending {
+			q.settle(raft.ErrRaftShutdown)
+		}
+		return
 	}
 }

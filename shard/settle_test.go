@@ -64,8 +64,8 @@ func TestSettlerSettlesInOrder(t *testing.T) {
 }
 
 // A future Raft never answers (taken into its apply buffer as it shut down)
-// does not hold up shutdown: close settles it and everything queued behind
-// it as an unknown outcome, and later proposals at once.
+// does not hold up shutdown: close settles it and the unanswered ones queued
+// behind it as unknown outcomes, and later proposals at once.
 func TestSettlerCloseSettlesUnanswered(t *testing.T) {
 	down := make(chan struct{})
 	st := newSettler(down)
@@ -73,12 +73,9 @@ func TestSettlerCloseSettlesUnanswered(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		st.add(newFakeFuture(), func(err error) { got <- err })
 	}
-	answered := newFakeFuture()
-	answered.ch <- nil // answered, but queued behind the unanswered ones
-	st.add(answered, func(err error) { got <- err })
 	close(down)
 	st.close()
-	for i := 0; i < 4; i++ {
+	for i := 0; i < 3; i++ {
 		select {
 		case err := <-got:
 			if !errors.Is(err, raft.ErrRaftShutdown) {
@@ -96,5 +93,36 @@ func TestSettlerCloseSettlesUnanswered(t *testing.T) {
 	case err := <-got:
 		t.Fatalf("a proposal was settled twice (again with %v)", err)
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// At close, proposals Raft answered before it went down keep their answers
+// (applied, or not applied and safe to retry), even those the settler had
+// not reached; only those never answered become unknown outcomes.
+func TestSettlerCloseKeepsAnswers(t *testing.T) {
+	down := make(chan struct{})
+	st := newSettler(down)
+	got := make([]chan error, 4)
+	futures := []*fakeFuture{newFakeFuture(), newFakeFuture(), newFakeFuture(), newFakeFuture()}
+	for i, f := range futures {
+		got[i] = make(chan error, 2)
+		st.add(f, func(err error) { got[i] <- err })
+	}
+	// The settler waits on futures[0], never answered; the others were
+	// answered behind it.
+	futures[1].ch <- nil
+	futures[2].ch <- raft.ErrNotLeader
+	close(down)
+	st.close()
+	want := []error{raft.ErrRaftShutdown, nil, raft.ErrNotLeader, raft.ErrRaftShutdown}
+	for i, w := range want {
+		select {
+		case err := <-got[i]:
+			if !errors.Is(err, w) && !(err == nil && w == nil) {
+				t.Errorf("proposal %d settled with %v, want %v", i, err, w)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("proposal %d never settled", i)
+		}
 	}
 }

@@ -132,7 +132,6 @@ func Open(cfg Config) (*Shard, error) {
 	}
 	s := &Shard{id: cfg.ID, cfg: cfg, log: cfg.Logger.With("shard", int(cfg.ID)), stop: make(chan struct{}), down: make(chan struct{}),
 		alarmNudge: make(chan struct{}, 1)}
-	s.settle = newSettler(s.down)
 	// The Raft log is fsync'd on a quorum before anything is acknowledged, so
 	// the state file need not be: see fsm/lazysync.go.
 	m, err := fsm.Open(filepath.Join(cfg.Dir, "state.db"), fsm.Options{SessionTTL: cfg.SessionTTL, LazySync: true})
@@ -150,6 +149,7 @@ func Open(cfg Config) (*Shard, error) {
 		}
 		return nil, fmt.Errorf("shard %d: %w", cfg.ID, err)
 	}
+	s.settle = newSettler(s.down)
 	s.host = newObjectHost(s)
 	s.verify = &verifier{r: s.raft}
 	s.wg.Add(1)
