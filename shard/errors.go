@@ -30,6 +30,8 @@ func classifyApply(shard ID, err error, leader string) *duro.Error {
 	switch {
 	case errors.Is(err, raft.ErrNotLeader):
 		return notLeader(shard, leader)
+	case errors.Is(err, errNotProposed):
+		return retryable("shard %d: %v", shard, err)
 	case errors.Is(err, raft.ErrEnqueueTimeout):
 		return retryable("shard %d: raft queue full, call not proposed", shard)
 	default:

@@ -10,6 +10,7 @@ import (
 
 	"github.com/duro-io/duro"
 	"github.com/duro-io/duro/fsm"
+	"github.com/hashicorp/raft"
 )
 
 // Request is one call to an object.
@@ -391,9 +392,8 @@ func (o *object) turn(c *call) {
 		h.inflight[sessKey{req.Client, req.Seq}] = inf
 		h.mu.Unlock()
 	}
-	f := s.raft.Apply(data, 0)
 	h.wg.Add(1)
-	s.settle.add(f, func(err error) {
+	s.settle.propose(data, func(f raft.ApplyFuture, err error) {
 		defer h.wg.Done()
 		var resp any
 		if err == nil {

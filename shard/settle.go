@@ -1,14 +1,16 @@
 package shard
 
 import (
+	"errors"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
 )
 
-// settler waits for the shard's proposed entries on one goroutine, in the
-// order they were proposed, and settles each (the output gate) there.
+// settler hands the shard's calls to Raft (propose, which batches them under
+// load), waits for them on one goroutine, in the order they were proposed,
+// and settles each (the output gate) there.
 //
 // Raft answers futures in log order, and an entry applied in a batch comes
 // with the rest of its batch: the settler wakes once per batch, where a
@@ -18,20 +20,29 @@ import (
 // raft.Apply's futures have no shutdown channel: one Raft took into its
 // apply buffer just as it shut down is never answered. Once Raft is down,
 // close settles every proposal left with Raft's answer, or with
-// ErrRaftShutdown (an unknown outcome to the client) if it has none; the
-// settler goroutine may stay blocked on a future never answered.
+// ErrRaftShutdown (an unknown outcome to the client) if it has none, and
+// those propose held back with errNotProposed; the settler goroutine may
+// stay blocked on a future never answered.
 type settler struct {
 	down <-chan struct{}
 	wake chan struct{}
+	// apply hands an entry to Raft (raft.Apply); limit is how many batches
+	// of proposals propose lets into Raft at once (0: no holding back).
+	apply func([]byte) raft.ApplyFuture
+	limit int
 
 	mu     sync.Mutex
-	queue  []*proposal
-	cur    *proposal // being waited for
+	queue  []*proposal // handed to Raft, in order
+	held   []*proposal // held back by propose, in order
+	flying int         // batches handed to Raft and not yet settled
+	cur    *proposal   // being waited for
 	closed bool
 }
 
 type proposal struct {
+	data    []byte // until handed to Raft
 	f       raft.ApplyFuture
+	last    bool // the last of a batch propose counts in flying
 	fn      func(error)
 	once    sync.Once
 	settled chan struct{} // closed once fn has run
@@ -48,10 +59,60 @@ func (p *proposal) settle(err error) {
 // went down to be read, before it calls the rest unknown.
 const closeGrace = 100 * time.Millisecond
 
-func newSettler(down <-chan struct{}) *settler {
-	st := &settler{down: down, wake: make(chan struct{}, 1)}
+// errNotProposed settles a proposal propose held back when Raft went down:
+// it never reached Raft, so it cannot apply.
+var errNotProposed = errors.New("shut down before the call was proposed")
+
+func newSettler(down <-chan struct{}, apply func([]byte) raft.ApplyFuture, limit int) *settler {
+	st := &settler{down: down, wake: make(chan struct{}, 1), apply: apply, limit: limit}
 	go st.run()
 	return st
+}
+
+// propose hands data to Raft and settles it like add: fn runs once with the
+// future (nil if data never reached Raft) and the outcome.
+//
+// While limit batches are in Raft, data is held back, and what was held is
+// handed over together once the oldest batch is settled. hashicorp/raft
+// stores, sends and applies what it finds queued as one batch, and pays
+// for each batch (an fdatasync on every replica, an AppendEntries per
+// follower, wake-ups) about what it pays for the entries in it. Left to
+// itself under load it takes small batches as soon as they arrive, and
+// the replicas spend on many batches the CPU they need for calls. An idle
+// shard holds nothing back: a lone call is proposed at once.
+func (st *settler) propose(data []byte, fn func(f raft.ApplyFuture, err error)) {
+	p := &proposal{data: data, settled: make(chan struct{})}
+	p.fn = func(err error) { fn(p.f, err) }
+	st.mu.Lock()
+	if st.closed {
+		st.mu.Unlock()
+		p.settle(errNotProposed)
+		return
+	}
+	if st.limit <= 0 || st.flying < st.limit && len(st.held) == 0 {
+		st.handOverLocked([]*proposal{p})
+	} else {
+		st.held = append(st.held, p)
+	}
+	st.mu.Unlock()
+	select {
+	case st.wake <- struct{}{}:
+	default:
+	}
+}
+
+// handOverLocked hands a batch of proposals to Raft, in order, and queues
+// them for settling.
+func (st *settler) handOverLocked(batch []*proposal) {
+	for _, p := range batch {
+		p.f = st.apply(p.data)
+		p.data = nil
+	}
+	if st.limit > 0 {
+		batch[len(batch)-1].last = true
+		st.flying++
+	}
+	st.queue = append(st.queue, batch...)
 }
 
 // add queues f; fn runs once with its outcome (nil: applied, see
@@ -73,8 +134,17 @@ func (st *settler) add(f raft.ApplyFuture, fn func(error)) {
 }
 
 func (st *settler) run() {
+	var prev *proposal
 	for {
 		st.mu.Lock()
+		if prev != nil && prev.last {
+			st.flying--
+			if len(st.held) > 0 && st.flying < st.limit && !st.closed {
+				held := st.held
+				st.held = nil
+				st.handOverLocked(held)
+			}
+		}
 		for len(st.queue) == 0 {
 			st.cur = nil
 			if st.closed {
@@ -99,6 +169,7 @@ func (st *settler) run() {
 		st.mu.Unlock()
 		// Only this goroutine calls Error: a future's answer is read once.
 		p.settle(p.f.Error())
+		prev = p
 	}
 }
 
@@ -115,6 +186,8 @@ func (st *settler) close() {
 		return
 	}
 	st.closed = true
+	held := st.held
+	st.held = nil
 	pending := st.queue
 	st.queue = nil
 	if st.cur != nil {
@@ -122,6 +195,9 @@ func (st *settler) close() {
 	}
 	cur := st.cur
 	st.mu.Unlock()
+	for _, p := range held {
+		p.settle(errNotProposed)
+	}
 	for _, p := range pending {
 		if p != cur {
 			go func() { p.settle(p.f.Error()) }()

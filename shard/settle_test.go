@@ -2,6 +2,8 @@ package shard
 
 import (
 	"errors"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,7 +31,7 @@ func (f *fakeFuture) Response() any { return nil }
 // Each proposal is settled once, with its own outcome, in the order added.
 func TestSettlerSettlesInOrder(t *testing.T) {
 	down := make(chan struct{})
-	st := newSettler(down)
+	st := newSettler(down, nil, 0)
 	defer func() { close(down); st.close() }()
 	boom := errors.New("boom")
 	futures := make([]*fakeFuture, 5)
@@ -68,7 +70,7 @@ func TestSettlerSettlesInOrder(t *testing.T) {
 // behind it as unknown outcomes, and later proposals at once.
 func TestSettlerCloseSettlesUnanswered(t *testing.T) {
 	down := make(chan struct{})
-	st := newSettler(down)
+	st := newSettler(down, nil, 0)
 	got := make(chan error, 10)
 	for i := 0; i < 3; i++ {
 		st.add(newFakeFuture(), func(err error) { got <- err })
@@ -101,7 +103,7 @@ func TestSettlerCloseSettlesUnanswered(t *testing.T) {
 // not reached; only those never answered become unknown outcomes.
 func TestSettlerCloseKeepsAnswers(t *testing.T) {
 	down := make(chan struct{})
-	st := newSettler(down)
+	st := newSettler(down, nil, 0)
 	got := make([]chan error, 4)
 	futures := []*fakeFuture{newFakeFuture(), newFakeFuture(), newFakeFuture(), newFakeFuture()}
 	for i, f := range futures {
@@ -124,5 +126,172 @@ func TestSettlerCloseKeepsAnswers(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("proposal %d never settled", i)
 		}
+	}
+}
+
+// fakeRaft hands out a fakeFuture per proposed entry and records the order
+// entries reached it.
+type fakeRaft struct {
+	mu      sync.Mutex
+	got     []string
+	futures map[string]*fakeFuture
+}
+
+func newFakeRaft() *fakeRaft { return &fakeRaft{futures: map[string]*fakeFuture{}} }
+
+func (r *fakeRaft) apply(b []byte) raft.ApplyFuture {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f := newFakeFuture()
+	r.got = append(r.got, string(b))
+	r.futures[string(b)] = f
+	return f
+}
+
+func (r *fakeRaft) proposed() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return strings.Join(r.got, "")
+}
+
+func (r *fakeRaft) answer(name string, err error) {
+	r.mu.Lock()
+	f := r.futures[name]
+	r.mu.Unlock()
+	f.ch <- err
+}
+
+// waitProposed waits until exactly want reached Raft, and checks nothing
+// more follows at once.
+func (r *fakeRaft) waitProposed(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.proposed() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("Raft got %q, want %q", r.proposed(), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if got := r.proposed(); got != want {
+		t.Fatalf("Raft got %q, want only %q so far", got, want)
+	}
+}
+
+// With one batch allowed in Raft, a lone call is proposed at once; calls
+// arriving while it is in Raft are held, then proposed together, in order,
+// once it is settled; and a batch counts as settled only when all of it is.
+func TestSettlerProposeBatchesBehindTheOneInRaft(t *testing.T) {
+	down := make(chan struct{})
+	r := newFakeRaft()
+	st := newSettler(down, r.apply, 1)
+	defer func() { close(down); st.close() }()
+	settled := make(chan string, 10)
+	propose := func(name string) {
+		st.propose([]byte(name), func(f raft.ApplyFuture, err error) {
+			if f == nil {
+				settled <- name + " not proposed"
+				return
+			}
+			settled <- name
+		})
+	}
+	expect := func(want string) {
+		t.Helper()
+		select {
+		case got := <-settled:
+			if got != want {
+				t.Fatalf("settled %q, want %q", got, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%q never settled", want)
+		}
+	}
+	propose("a")
+	r.waitProposed(t, "a")
+	propose("b")
+	propose("c")
+	r.waitProposed(t, "a")
+	r.answer("a", nil)
+	expect("a")
+	r.waitProposed(t, "abc")
+	propose("d")
+	r.answer("b", nil)
+	expect("b")
+	r.waitProposed(t, "abc") // c, of b's batch, is still in Raft
+	r.answer("c", raft.ErrLeadershipLost)
+	expect("c")
+	r.waitProposed(t, "abcd")
+	r.answer("d", nil)
+	expect("d")
+	propose("e") // idle again: at once
+	r.waitProposed(t, "abcde")
+	r.answer("e", nil)
+	expect("e")
+}
+
+// Without a limit every call goes to Raft at once.
+func TestSettlerProposeWithoutLimit(t *testing.T) {
+	down := make(chan struct{})
+	r := newFakeRaft()
+	st := newSettler(down, r.apply, 0)
+	defer func() { close(down); st.close() }()
+	for _, n := range []string{"a", "b", "c"} {
+		st.propose([]byte(n), func(raft.ApplyFuture, error) {})
+	}
+	r.waitProposed(t, "abc")
+}
+
+// At close, calls still held back never reached Raft: they settle at once
+// with errNotProposed (safe to retry), not as unknown outcomes, and without
+// a future; the one in Raft keeps Raft's answer.
+func TestSettlerCloseSettlesHeldAsNotProposed(t *testing.T) {
+	down := make(chan struct{})
+	r := newFakeRaft()
+	st := newSettler(down, r.apply, 1)
+	type outcome struct {
+		f   raft.ApplyFuture
+		err error
+	}
+	got := map[string]chan outcome{}
+	for _, n := range []string{"a", "b", "c"} {
+		ch := make(chan outcome, 2)
+		got[n] = ch
+		st.propose([]byte(n), func(f raft.ApplyFuture, err error) { ch <- outcome{f, err} })
+	}
+	r.waitProposed(t, "a")
+	r.answer("a", nil)
+	r.waitProposed(t, "abc")
+	// b and c are in Raft now; d and e wait behind them.
+	for _, n := range []string{"d", "e"} {
+		ch := make(chan outcome, 2)
+		got[n] = ch
+		st.propose([]byte(n), func(f raft.ApplyFuture, err error) { ch <- outcome{f, err} })
+	}
+	r.answer("b", raft.ErrNotLeader)
+	close(down)
+	st.close()
+	want := map[string]error{"a": nil, "b": raft.ErrNotLeader, "c": raft.ErrRaftShutdown, "d": errNotProposed, "e": errNotProposed}
+	for n, w := range want {
+		select {
+		case o := <-got[n]:
+			if !errors.Is(o.err, w) && !(o.err == nil && w == nil) {
+				t.Fatalf("%s settled with %v, want %v", n, o.err, w)
+			}
+			if (o.f == nil) != errors.Is(w, errNotProposed) {
+				t.Fatalf("%s: future %v with %v", n, o.f, o.err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s never settled", n)
+		}
+	}
+	if p := r.proposed(); p != "abc" {
+		t.Fatalf("Raft got %q after close, want abc", p)
+	}
+	// After close, nothing reaches Raft.
+	done := make(chan error, 1)
+	st.propose([]byte("f"), func(f raft.ApplyFuture, err error) { done <- err })
+	if err := <-done; !errors.Is(err, errNotProposed) {
+		t.Fatalf("a call after close settled with %v", err)
 	}
 }

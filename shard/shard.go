@@ -149,7 +149,7 @@ func Open(cfg Config) (*Shard, error) {
 		}
 		return nil, fmt.Errorf("shard %d: %w", cfg.ID, err)
 	}
-	s.settle = newSettler(s.down)
+	s.settle = newSettler(s.down, func(b []byte) raft.ApplyFuture { return s.raft.Apply(b, 0) }, proposeBatches)
 	s.host = newObjectHost(s)
 	s.verify = &verifier{r: s.raft}
 	s.wg.Add(1)
@@ -221,6 +221,15 @@ func (s *Shard) startRaft() error {
 	s.raft = r
 	return nil
 }
+
+// proposeBatches is how many batches of calls a shard lets into Raft at
+// once (settler.propose). One: a call arriving while a batch is in Raft
+// waits for it to apply, and goes in with every other call that waited.
+// Measured with duroctl bench (put, 3 nodes, 3 shards, four alternating
+// pairs), against no holding back: 7,930 -> 9,950 calls/s on average, and
+// 180 -> 141 µs of durod CPU per call; two batches did worse than one in
+// two pairs of three.
+const proposeBatches = 1
 
 // raftStores are a shard's Raft log and stable store.
 type raftStores struct {
