@@ -32,6 +32,9 @@ func classifyApply(shard ID, err error, leader string) *duro.Error {
 		return notLeader(shard, leader)
 	case errors.Is(err, errNotProposed):
 		return retryable("shard %d: %v", shard, err)
+	case errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		// The leader refuses new entries while it hands leadership over.
+		return retryable("shard %d: leadership transfer in progress, call not proposed", shard)
 	case errors.Is(err, raft.ErrEnqueueTimeout):
 		return retryable("shard %d: raft queue full, call not proposed", shard)
 	default:

@@ -31,12 +31,13 @@ type settler struct {
 	apply func([]byte) raft.ApplyFuture
 	limit int
 
-	mu     sync.Mutex
-	queue  []*proposal // handed to Raft, in order
-	held   []*proposal // held back by propose, in order
-	flying int         // batches handed to Raft and not yet settled
-	cur    *proposal   // being waited for
-	closed bool
+	mu      sync.Mutex
+	queue   []*proposal // handed to Raft, in order
+	held    []*proposal // held back by propose, in order
+	flying  int         // batches handed to Raft and not yet settled
+	cur     *proposal   // being waited for
+	stopped bool        // nothing more is handed to Raft (stop)
+	closed  bool
 }
 
 type proposal struct {
@@ -84,7 +85,7 @@ func (st *settler) propose(data []byte, fn func(f raft.ApplyFuture, err error)) 
 	p := &proposal{data: data, settled: make(chan struct{})}
 	p.fn = func(err error) { fn(p.f, err) }
 	st.mu.Lock()
-	if st.closed {
+	if st.stopped || st.closed {
 		st.mu.Unlock()
 		p.settle(errNotProposed)
 		return
@@ -99,6 +100,18 @@ func (st *settler) propose(data []byte, fn func(f raft.ApplyFuture, err error)) 
 	case st.wake <- struct{}{}:
 	default:
 	}
+}
+
+// stop ends hand-overs to Raft: propose settles what comes later with
+// errNotProposed at once, and what is held stays held until close settles it
+// so. Shard.Close calls it before it shuts Raft down: an entry handed to a
+// Raft that is shutting down may land in its apply buffer, never to be
+// answered, and a call that never reached Raft must not come back as an
+// unknown outcome.
+func (st *settler) stop() {
+	st.mu.Lock()
+	st.stopped = true
+	st.mu.Unlock()
 }
 
 // handOverLocked hands a batch of proposals to Raft, in order, and queues
@@ -139,7 +152,7 @@ func (st *settler) run() {
 		st.mu.Lock()
 		if prev != nil && prev.last {
 			st.flying--
-			if len(st.held) > 0 && st.flying < st.limit && !st.closed {
+			if len(st.held) > 0 && st.flying < st.limit && !st.stopped && !st.closed {
 				held := st.held
 				st.held = nil
 				st.handOverLocked(held)

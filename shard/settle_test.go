@@ -224,10 +224,32 @@ func TestSettlerProposeBatchesBehindTheOneInRaft(t *testing.T) {
 	r.waitProposed(t, "abcd")
 	r.answer("d", nil)
 	expect("d")
-	propose("e") // idle again: at once
-	r.waitProposed(t, "abcde")
+	// Idle again once d's batch is counted settled: then a call reaches Raft
+	// within propose itself.
+	waitFlying(t, st, 0)
+	propose("e")
+	if got := r.proposed(); got != "abcde" {
+		t.Fatalf("an idle shard held a lone call back: Raft got %q", got)
+	}
 	r.answer("e", nil)
 	expect("e")
+}
+
+func waitFlying(t *testing.T, st *settler, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st.mu.Lock()
+		f := st.flying
+		st.mu.Unlock()
+		if f == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d batches in Raft, want %d", f, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // Without a limit every call goes to Raft at once.
@@ -293,5 +315,61 @@ func TestSettlerCloseSettlesHeldAsNotProposed(t *testing.T) {
 	st.propose([]byte("f"), func(f raft.ApplyFuture, err error) { done <- err })
 	if err := <-done; !errors.Is(err, errNotProposed) {
 		t.Fatalf("a call after close settled with %v", err)
+	}
+}
+
+// Shard.Close stops hand-overs before it shuts Raft down: the batch in Raft
+// being answered (as Raft does when it shuts down) must not release the held
+// calls into a Raft that may never answer them; they settle as never
+// proposed, and so do calls proposed after stop.
+func TestSettlerStopHandsNothingMore(t *testing.T) {
+	down := make(chan struct{})
+	r := newFakeRaft()
+	st := newSettler(down, r.apply, 1)
+	errs := map[string]chan error{}
+	propose := func(name string) {
+		ch := make(chan error, 2)
+		errs[name] = ch
+		st.propose([]byte(name), func(_ raft.ApplyFuture, err error) { ch <- err })
+	}
+	propose("a")
+	propose("b")
+	r.waitProposed(t, "a")
+	st.stop()
+	propose("c")
+	r.answer("a", raft.ErrLeadershipLost)
+	if err := <-errs["a"]; !errors.Is(err, raft.ErrLeadershipLost) {
+		t.Fatalf("a settled with %v", err)
+	}
+	if err := <-errs["c"]; !errors.Is(err, errNotProposed) {
+		t.Fatalf("a call proposed after stop settled with %v", err)
+	}
+	r.waitProposed(t, "a")
+	close(down)
+	st.close()
+	if err := <-errs["b"]; !errors.Is(err, errNotProposed) {
+		t.Fatalf("a held call settled with %v, want errNotProposed", err)
+	}
+}
+
+// Calls that never reached a log are safe to retry; only what Raft may have
+// appended is an unknown outcome.
+func TestClassifyApply(t *testing.T) {
+	for _, c := range []struct {
+		err           error
+		retryable     bool
+		indeterminate bool
+	}{
+		{raft.ErrNotLeader, true, false},
+		{errNotProposed, true, false},
+		{raft.ErrLeadershipTransferInProgress, true, false},
+		{raft.ErrEnqueueTimeout, true, false},
+		{raft.ErrLeadershipLost, false, true},
+		{raft.ErrRaftShutdown, false, true},
+	} {
+		e := classifyApply(1, c.err, "")
+		if e.Retryable != c.retryable || e.Indeterminate != c.indeterminate {
+			t.Errorf("%v: retryable %v, indeterminate %v; want %v, %v", c.err, e.Retryable, e.Indeterminate, c.retryable, c.indeterminate)
+		}
 	}
 }

@@ -329,6 +329,7 @@ func (s *Shard) IsLeader() bool { return s.raft.State() == raft.Leader }
 func (s *Shard) Close() error {
 	close(s.stop)
 	s.host.reset("node shutting down")
+	s.settle.stop()
 	err := s.raft.Shutdown().Error()
 	close(s.down)
 	s.settle.close()
