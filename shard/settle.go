@@ -70,8 +70,9 @@ func newSettler(down <-chan struct{}, apply func([]byte) raft.ApplyFuture, limit
 	return st
 }
 
-// propose hands data to Raft and settles it like add: fn runs once with the
-// future (nil if data never reached Raft) and the outcome.
+// propose hands data to Raft and queues it for settling: fn runs once with
+// the future (nil if data never reached Raft) and the outcome (nil: applied,
+// see f.Response).
 //
 // While limit batches are in Raft, data is held back, and what was held is
 // handed over together once the oldest batch is settled. hashicorp/raft
@@ -90,11 +91,13 @@ func (st *settler) propose(data []byte, fn func(f raft.ApplyFuture, err error)) 
 		p.settle(errNotProposed)
 		return
 	}
-	if st.limit <= 0 || st.flying < st.limit && len(st.held) == 0 {
-		st.handOverLocked([]*proposal{p})
-	} else {
+	if st.limit > 0 && (st.flying >= st.limit || len(st.held) > 0) {
+		// run hands it over once the oldest batch is settled.
 		st.held = append(st.held, p)
+		st.mu.Unlock()
+		return
 	}
+	st.handOverLocked([]*proposal{p})
 	st.mu.Unlock()
 	select {
 	case st.wake <- struct{}{}:
@@ -126,24 +129,6 @@ func (st *settler) handOverLocked(batch []*proposal) {
 		st.flying++
 	}
 	st.queue = append(st.queue, batch...)
-}
-
-// add queues f; fn runs once with its outcome (nil: applied, see
-// f.Response).
-func (st *settler) add(f raft.ApplyFuture, fn func(error)) {
-	p := &proposal{f: f, fn: fn, settled: make(chan struct{})}
-	st.mu.Lock()
-	if st.closed {
-		st.mu.Unlock()
-		p.settle(raft.ErrRaftShutdown)
-		return
-	}
-	st.queue = append(st.queue, p)
-	st.mu.Unlock()
-	select {
-	case st.wake <- struct{}{}:
-	default:
-	}
 }
 
 func (st *settler) run() {

@@ -28,17 +28,16 @@ func (f *fakeFuture) Error() error {
 func (f *fakeFuture) Index() uint64 { return 0 }
 func (f *fakeFuture) Response() any { return nil }
 
-// Each proposal is settled once, with its own outcome, in the order added.
+// Each proposal is settled once, with its own outcome, in the order proposed.
 func TestSettlerSettlesInOrder(t *testing.T) {
 	down := make(chan struct{})
-	st := newSettler(down, nil, 0)
+	r := newFakeRaft()
+	st := newSettler(down, r.apply, 0)
 	defer func() { close(down); st.close() }()
 	boom := errors.New("boom")
-	futures := make([]*fakeFuture, 5)
 	got := make(chan string, 10)
-	for i := range futures {
-		futures[i] = newFakeFuture()
-		st.add(futures[i], func(err error) {
+	for i := range 5 {
+		st.propose([]byte{byte('0' + i)}, func(_ raft.ApplyFuture, err error) {
 			if err != nil {
 				got <- string(rune('0'+i)) + err.Error()
 				return
@@ -47,11 +46,11 @@ func TestSettlerSettlesInOrder(t *testing.T) {
 		})
 	}
 	// Answered out of order: settled in the order proposed all the same.
-	futures[2].ch <- boom
-	futures[1].ch <- nil
-	futures[4].ch <- nil
-	futures[0].ch <- nil
-	futures[3].ch <- raft.ErrLeadershipLost
+	r.answer("2", boom)
+	r.answer("1", nil)
+	r.answer("4", nil)
+	r.answer("0", nil)
+	r.answer("3", raft.ErrLeadershipLost)
 	want := []string{"0", "1", "2boom", "3" + raft.ErrLeadershipLost.Error(), "4"}
 	for _, w := range want {
 		select {
@@ -67,17 +66,19 @@ func TestSettlerSettlesInOrder(t *testing.T) {
 
 // A future Raft never answers (taken into its apply buffer as it shut down)
 // does not hold up shutdown: close settles it and the unanswered ones queued
-// behind it as unknown outcomes, and later proposals at once.
+// behind it as unknown outcomes, and later proposals at once (never
+// proposed).
 func TestSettlerCloseSettlesUnanswered(t *testing.T) {
 	down := make(chan struct{})
-	st := newSettler(down, nil, 0)
+	r := newFakeRaft()
+	st := newSettler(down, r.apply, 0)
 	got := make(chan error, 10)
-	for i := 0; i < 3; i++ {
-		st.add(newFakeFuture(), func(err error) { got <- err })
+	for i := range 3 {
+		st.propose([]byte{byte('0' + i)}, func(_ raft.ApplyFuture, err error) { got <- err })
 	}
 	close(down)
 	st.close()
-	for i := 0; i < 3; i++ {
+	for range 3 {
 		select {
 		case err := <-got:
 			if !errors.Is(err, raft.ErrRaftShutdown) {
@@ -87,8 +88,8 @@ func TestSettlerCloseSettlesUnanswered(t *testing.T) {
 			t.Fatal("close left a proposal unsettled")
 		}
 	}
-	st.add(newFakeFuture(), func(err error) { got <- err })
-	if err := <-got; !errors.Is(err, raft.ErrRaftShutdown) {
+	st.propose([]byte("x"), func(_ raft.ApplyFuture, err error) { got <- err })
+	if err := <-got; !errors.Is(err, errNotProposed) {
 		t.Fatalf("a proposal after close settled with %v", err)
 	}
 	select {
@@ -103,17 +104,17 @@ func TestSettlerCloseSettlesUnanswered(t *testing.T) {
 // not reached; only those never answered become unknown outcomes.
 func TestSettlerCloseKeepsAnswers(t *testing.T) {
 	down := make(chan struct{})
-	st := newSettler(down, nil, 0)
+	r := newFakeRaft()
+	st := newSettler(down, r.apply, 0)
 	got := make([]chan error, 4)
-	futures := []*fakeFuture{newFakeFuture(), newFakeFuture(), newFakeFuture(), newFakeFuture()}
-	for i, f := range futures {
+	for i := range got {
 		got[i] = make(chan error, 2)
-		st.add(f, func(err error) { got[i] <- err })
+		st.propose([]byte{byte('0' + i)}, func(_ raft.ApplyFuture, err error) { got[i] <- err })
 	}
-	// The settler waits on futures[0], never answered; the others were
+	// The settler waits on proposal 0, never answered; the others were
 	// answered behind it.
-	futures[1].ch <- nil
-	futures[2].ch <- raft.ErrNotLeader
+	r.answer("1", nil)
+	r.answer("2", raft.ErrNotLeader)
 	close(down)
 	st.close()
 	want := []error{raft.ErrRaftShutdown, nil, raft.ErrNotLeader, raft.ErrRaftShutdown}
