@@ -15,7 +15,12 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-var raftMagic = []byte("DRFT")
+// A Raft connection starts with a magic and the shard's ID: raftMagic for
+// NetworkTransport's, appendMagic for appendTransport's.
+var (
+	raftMagic   = []byte("DRFT")
+	appendMagic = []byte("DRFA")
+)
 
 const headerLen = 8
 
@@ -86,13 +91,24 @@ func (m *Mux) route(conn net.Conn) {
 		conn.Close()
 		return
 	}
-	if n == headerLen && bytes.Equal(hdr[:4], raftMagic) {
+	if n == headerLen && (bytes.Equal(hdr[:4], raftMagic) || bytes.Equal(hdr[:4], appendMagic)) {
 		id := binary.BigEndian.Uint32(hdr[4:])
 		m.mu.Lock()
 		l := m.layers[id]
 		m.mu.Unlock()
-		if l == nil || !l.deliver(conn) {
-			m.log.Warn("raft connection for unknown shard", "shard", id, "remote", conn.RemoteAddr())
+		ch := (chan net.Conn)(nil)
+		if l != nil {
+			ch = l.ch
+			if bytes.Equal(hdr[:4], appendMagic) {
+				ch = l.appendCh
+			}
+		}
+		if l == nil || !l.deliver(ch, conn) {
+			m.log.Debug("raft connection for a shard not open", "shard", id, "remote", conn.RemoteAddr())
+			if bytes.Equal(hdr[:4], appendMagic) {
+				conn.SetWriteDeadline(time.Now().Add(time.Second))
+				conn.Write([]byte{appendUnknownShard})
+			}
 			conn.Close()
 		}
 		return
@@ -123,7 +139,7 @@ func (m *Mux) RaftTransport(shard uint32, advertise string, log hclog.Logger) (r
 	if err != nil {
 		return nil, fmt.Errorf("rpc: advertise address %q: %w", advertise, err)
 	}
-	l := &streamLayer{mux: m, shard: shard, addr: adv, ch: make(chan net.Conn, 16), done: make(chan struct{})}
+	l := &streamLayer{mux: m, shard: shard, addr: adv, ch: make(chan net.Conn, 16), appendCh: make(chan net.Conn, 16), done: make(chan struct{})}
 	m.mu.Lock()
 	if _, dup := m.layers[shard]; dup {
 		m.mu.Unlock()
@@ -131,27 +147,31 @@ func (m *Mux) RaftTransport(shard uint32, advertise string, log hclog.Logger) (r
 	}
 	m.layers[shard] = l
 	m.mu.Unlock()
-	return raftTransport{raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+	const timeout = 10 * time.Second
+	nt := raftTransport{raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  l,
 		MaxPool: 4,
-		Timeout: 10 * time.Second,
+		Timeout: timeout,
 		Logger:  log,
-	})}, nil
+	})}
+	return newAppendTransport(nt, l, timeout), nil
 }
 
-// streamLayer is a raft.StreamLayer over the mux for one shard.
+// streamLayer is a raft.StreamLayer over the mux for one shard; appendCh
+// takes the shard's appendTransport connections.
 type streamLayer struct {
-	mux   *Mux
-	shard uint32
-	addr  net.Addr
-	ch    chan net.Conn
-	once  sync.Once
-	done  chan struct{}
+	mux      *Mux
+	shard    uint32
+	addr     net.Addr
+	ch       chan net.Conn
+	appendCh chan net.Conn
+	once     sync.Once
+	done     chan struct{}
 }
 
-func (l *streamLayer) deliver(c net.Conn) bool {
+func (l *streamLayer) deliver(ch chan net.Conn, c net.Conn) bool {
 	select {
-	case l.ch <- c:
+	case ch <- c:
 		return true
 	case <-l.done:
 		return false
@@ -175,11 +195,16 @@ func (l *streamLayer) Close() error {
 func (l *streamLayer) Addr() net.Addr { return l.addr }
 
 func (l *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return l.dial(addr, timeout, raftMagic)
+}
+
+// dial connects to the node at addr and names the shard, after magic.
+func (l *streamLayer) dial(addr raft.ServerAddress, timeout time.Duration, magic []byte) (net.Conn, error) {
 	c, err := l.mux.dial(string(addr), timeout)
 	if err != nil {
 		return nil, err
 	}
-	hdr := append(append([]byte{}, raftMagic...), binary.BigEndian.AppendUint32(nil, l.shard)...)
+	hdr := append(append([]byte{}, magic...), binary.BigEndian.AppendUint32(nil, l.shard)...)
 	c.SetWriteDeadline(time.Now().Add(timeout))
 	if _, err := c.Write(hdr); err != nil {
 		c.Close()
