@@ -174,7 +174,9 @@ func (env *benchEnv) writeJSON(v any) error {
 }
 
 // startLocal starts a local cluster and waits until every shard has a
-// leader known to every node.
+// leader known to every node, then (up to balanceWait) until leadership is
+// spread over the nodes, so that figures are of the cluster as it runs
+// rather than of its first seconds.
 func (env *benchEnv) startLocal(dir string, http bool, args ...string) (*local.Cluster, error) {
 	if env.shards < 0 {
 		return nil, fmt.Errorf("--shards must be 0 (durod's default) or more, got %d", env.shards)
@@ -192,8 +194,22 @@ func (env *benchEnv) startLocal(dir string, http bool, args ...string) (*local.C
 		c.Close()
 		return nil, err
 	}
+	bctx, bcancel := context.WithTimeout(env.ctx, balanceWait)
+	defer bcancel()
+	if err := c.WaitBalanced(bctx); err != nil {
+		if env.ctx.Err() != nil {
+			c.Close()
+			return nil, env.ctx.Err()
+		}
+		fmt.Fprintf(env.stderr, "bench: going on unbalanced: %v\n", err)
+	}
 	return c, nil
 }
+
+// balanceWait bounds the wait for leadership to spread over a new local
+// cluster's nodes: each node checks every 5 s (shard.DefaultBalanceEvery)
+// whether it leads more than its share.
+const balanceWait = 20 * time.Second
 
 // dial connects to --endpoints, or to a local cluster it starts (stopped by
 // the returned function), and waits until calls succeed on every shard.

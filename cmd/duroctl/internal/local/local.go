@@ -368,6 +368,55 @@ func (c *Cluster) Healthy(ctx context.Context) error {
 	return nil
 }
 
+// Balanced returns nil when the cluster is healthy and no running node
+// leads more than its share of the shards (their number over the running
+// nodes', rounded up): where the nodes' balancing leaves a cluster soon
+// after it starts.
+func (c *Cluster) Balanced(ctx context.Context) error {
+	if err := c.Healthy(ctx); err != nil {
+		return err
+	}
+	led := map[string]int{}
+	nodes, shards := 0, 0
+	for _, n := range c.Nodes {
+		if !n.Running() {
+			continue
+		}
+		st, err := n.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("%s: %w", n.ID, err)
+		}
+		nodes, shards = nodes+1, int(st.Shards)
+		for _, sh := range st.Shard {
+			if sh.State == "Leader" {
+				led[n.ID]++
+			}
+		}
+	}
+	share := (shards + nodes - 1) / nodes
+	for id, k := range led {
+		if k > share {
+			return fmt.Errorf("%s leads %d of %d shards (its share: %d)", id, k, shards, share)
+		}
+	}
+	return nil
+}
+
+// WaitBalanced polls Balanced until it returns nil or ctx ends.
+func (c *Cluster) WaitBalanced(ctx context.Context) error {
+	for {
+		err := c.Balanced(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("leadership not balanced: %w (last: %v)", ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // WaitHealthy polls Healthy until it returns nil or ctx ends.
 func (c *Cluster) WaitHealthy(ctx context.Context) error {
 	for {
