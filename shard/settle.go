@@ -31,10 +31,20 @@ type settler struct {
 	apply func([]byte) raft.ApplyFuture
 	limit int
 
+	// linger bounds how long run waits, once a batch is settled, for as
+	// many calls to be held as that batch had (0: it does not wait); now
+	// is the clock that measures the batch's round.
+	linger time.Duration
+	now    func() time.Time
+	full   chan struct{} // propose: the held calls reached want
+
 	mu      sync.Mutex
 	queue   []*proposal // handed to Raft, in order
 	held    []*proposal // held back by propose, in order
 	flying  int         // batches handed to Raft and not yet settled
+	last    int         // proposals in the batch handed over last
+	lastAt  time.Time   // when it was handed over
+	want    int         // run lingers until this many are held (0: it does not)
 	cur     *proposal   // being waited for
 	stopped bool        // nothing more is handed to Raft (stop)
 	closed  bool
@@ -56,6 +66,26 @@ func (p *proposal) settle(err error) {
 	})
 }
 
+// lingerMax bounds how long a shard's settler waits for a batch to fill.
+//
+// Under load, once a batch is applied, the calls held meanwhile go to Raft
+// together. Those whose answers just went out come back a client round
+// trip later, and most of them miss the hand-over: with 64 callers over
+// three shards, batches had about 9 calls of the 21 each shard could have.
+// Every batch costs about the same whatever its size (an fdatasync on each
+// replica, an AppendEntries and its answer per follower, wake-ups), so the
+// settler now waits, when fewer calls are held than the last batch had,
+// until as many are, or for as long as that batch took in Raft, or
+// lingerMax, whichever comes first. A shard whose calls come one at a
+// time never waits (nothing is held), and the wait is at most one round
+// more for a call that was held anyway. Measured with duroctl bench put (3
+// nodes, 3 shards, three alternating pairs, fresh cluster each):
+// 9,669/9,366/10,828 -> 11,744/11,745/11,794 calls/s, and 141/146/125 ->
+// 113/116/112 µs of durod CPU per call; p50 latency fell with it (6.0 ->
+// 5.0 ms). A 2 ms bound did about half as well; the round bounds the wait
+// first unless the nodes are saturated.
+const lingerMax = 5 * time.Millisecond
+
 // closeGrace bounds how long close waits for the answers Raft gave before it
 // went down to be read, before it calls the rest unknown.
 const closeGrace = 100 * time.Millisecond
@@ -65,7 +95,7 @@ const closeGrace = 100 * time.Millisecond
 var errNotProposed = errors.New("shut down before the call was proposed")
 
 func newSettler(down <-chan struct{}, apply func([]byte) raft.ApplyFuture, limit int) *settler {
-	st := &settler{down: down, wake: make(chan struct{}, 1), apply: apply, limit: limit}
+	st := &settler{down: down, wake: make(chan struct{}, 1), full: make(chan struct{}, 1), apply: apply, limit: limit, linger: lingerMax, now: time.Now}
 	go st.run()
 	return st
 }
@@ -94,6 +124,13 @@ func (st *settler) propose(data []byte, fn func(f raft.ApplyFuture, err error)) 
 	if st.limit > 0 && (st.flying >= st.limit || len(st.held) > 0) {
 		// run hands it over once the oldest batch is settled.
 		st.held = append(st.held, p)
+		if st.want > 0 && len(st.held) >= st.want {
+			st.want = 0
+			select {
+			case st.full <- struct{}{}:
+			default:
+			}
+		}
 		st.mu.Unlock()
 		return
 	}
@@ -128,15 +165,39 @@ func (st *settler) handOverLocked(batch []*proposal) {
 		batch[len(batch)-1].last = true
 		st.flying++
 	}
+	st.last, st.lastAt = len(batch), st.now()
 	st.queue = append(st.queue, batch...)
 }
 
 func (st *settler) run() {
 	var prev *proposal
+	var timer *time.Timer
 	for {
 		st.mu.Lock()
 		if prev != nil && prev.last {
 			st.flying--
+			if n := len(st.held); n > 0 && n < st.last && st.linger > 0 && st.flying < st.limit && !st.stopped && !st.closed {
+				st.want = st.last
+				wait := min(st.linger, st.now().Sub(st.lastAt))
+				st.mu.Unlock()
+				if timer == nil {
+					timer = time.NewTimer(wait)
+				} else {
+					timer.Reset(wait)
+				}
+				select {
+				case <-st.full:
+				case <-timer.C:
+				case <-st.down:
+				}
+				timer.Stop()
+				st.mu.Lock()
+				st.want = 0
+				select { // a fill that raced the timer
+				case <-st.full:
+				default:
+				}
+			}
 			if len(st.held) > 0 && st.flying < st.limit && !st.stopped && !st.closed {
 				held := st.held
 				st.held = nil

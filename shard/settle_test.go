@@ -374,3 +374,86 @@ func TestClassifyApply(t *testing.T) {
 		}
 	}
 }
+
+// fakeClock is a settler's clock moved by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// lingerSetup proposes a, then b and c behind it, and answers a: Raft then
+// holds the batch bc, and run knows a batch of two.
+func lingerSetup(t *testing.T, linger time.Duration) (*settler, *fakeRaft, *fakeClock, func(string)) {
+	down := make(chan struct{})
+	r := newFakeRaft()
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	st := newSettler(down, r.apply, 1)
+	st.mu.Lock()
+	st.linger, st.now = linger, clock.now
+	st.mu.Unlock()
+	t.Cleanup(func() { close(down); st.close() })
+	propose := func(name string) { st.propose([]byte(name), func(raft.ApplyFuture, error) {}) }
+	propose("a")
+	r.waitProposed(t, "a")
+	propose("b")
+	propose("c")
+	r.answer("a", nil)
+	r.waitProposed(t, "abc")
+	return st, r, clock, propose
+}
+
+// Once a batch is applied with fewer calls held than it had, the settler
+// waits for as many before it hands them to Raft, together.
+func TestSettlerLingersForAFullerBatch(t *testing.T) {
+	st, r, clock, propose := lingerSetup(t, time.Hour)
+	clock.advance(time.Minute) // bc's round: the linger may last as long
+	propose("d")
+	r.answer("b", nil)
+	r.answer("c", nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st.mu.Lock()
+		want := st.want
+		st.mu.Unlock()
+		if want == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the settler is not waiting for a second call (want %d); Raft got %q", want, r.proposed())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := r.proposed(); got != "abc" {
+		t.Fatalf("d went to Raft alone while the settler waited for more: Raft got %q", got)
+	}
+	propose("e")
+	r.waitProposed(t, "abcde")
+	st.mu.Lock()
+	last, flying := st.last, st.flying
+	st.mu.Unlock()
+	if last != 2 || flying != 1 {
+		t.Fatalf("d and e went to Raft as %d batches, the last of %d", flying, last)
+	}
+}
+
+// The wait lasts no longer than the last batch took in Raft: with no time
+// gone by on the settler's clock, d goes to Raft at once, alone.
+func TestSettlerLingerIsBoundedByTheRound(t *testing.T) {
+	_, r, _, propose := lingerSetup(t, time.Hour)
+	propose("d")
+	r.answer("b", nil)
+	r.answer("c", nil)
+	r.waitProposed(t, "abcd")
+}
