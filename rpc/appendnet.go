@@ -2,11 +2,13 @@ package rpc
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -49,12 +51,18 @@ type appendTransport struct {
 }
 
 const (
-	// A node greets an append connection with appendGreeting, or with
-	// appendUnknownShard (then closes it) when it has no such shard open.
+	// A node greets an append connection with appendMagic and
+	// appendGreeting, or with appendMagic and appendUnknownShard (then
+	// closes it) when it has no such shard open. An older node hands the
+	// connection to gRPC, which sends an HTTP/2 SETTINGS frame first.
 	appendGreeting     = 0x01
 	appendUnknownShard = 0x00
-	// appendMaxFrame bounds a frame read: a length past it is corruption.
-	appendMaxFrame = 1 << 30
+	// appendFrameChunk is the buffer a frame starts with; it doubles as
+	// the frame's bytes arrive.
+	appendFrameChunk = 64 << 10
+	// appendMaxEntries bounds the entries of one request (Raft sends at
+	// most MaxAppendEntries, which duro's config caps at 1,024).
+	appendMaxEntries = 1 << 16
 	// appendMaxPool is how many idle connections per peer are kept for
 	// AppendEntries outside a pipeline (heartbeats, catching up).
 	appendMaxPool = 4
@@ -67,7 +75,14 @@ const (
 	appendFallbackFor = 30 * time.Second
 )
 
+// appendMaxFrame bounds a frame. A request that would be larger (many
+// large entries, when a follower catches up) goes through NetworkTransport
+// instead. A variable for tests.
+var appendMaxFrame = 1 << 30
+
 var errAppendNotSpoken = errors.New("rpc: peer does not speak the append transport")
+
+func greeting(status byte) []byte { return append(append([]byte{}, appendMagic...), status) }
 
 func newAppendTransport(inner raftTransport, layer *streamLayer, timeout time.Duration) *appendTransport {
 	t := &appendTransport{
@@ -145,14 +160,16 @@ func (t *appendTransport) serve(c net.Conn) {
 	defer t.wg.Done()
 	defer t.untrack(c)
 	c.SetWriteDeadline(time.Now().Add(t.timeout))
-	if _, err := c.Write([]byte{appendGreeting}); err != nil {
+	if _, err := c.Write(greeting(appendGreeting)); err != nil {
 		return
 	}
 	r := bufio.NewReaderSize(c, 64<<10)
 	var out []byte
 	respCh := make(chan raft.RPCResponse, 1)
+	bodyDeadline := func() { c.SetReadDeadline(time.Now().Add(t.timeout)) }
 	for {
-		frame, err := readFrame(r)
+		c.SetReadDeadline(time.Time{}) // a connection may idle between requests
+		frame, err := readFrame(r, bodyDeadline)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				t.layer.mux.log.Debug("raft append connection ended", "shard", t.layer.shard, "remote", c.RemoteAddr(), "err", err)
@@ -229,16 +246,21 @@ func (t *appendTransport) dial(target raft.ServerAddress) (*appendConn, error) {
 		return nil, err
 	}
 	c.SetReadDeadline(time.Now().Add(t.timeout))
-	var g [1]byte
-	if _, err := io.ReadFull(c, g[:]); err != nil || g[0] != appendGreeting {
+	var g [5]byte
+	n, err := io.ReadFull(c, g[:])
+	if err != nil || !bytes.Equal(g[:4], appendMagic) || g[4] != appendGreeting {
 		c.Close()
 		switch {
-		case err == nil && g[0] == appendUnknownShard:
-			return nil, fmt.Errorf("rpc: %s has no shard %d yet", target, t.layer.shard)
-		case errors.Is(err, io.EOF) || err == nil:
-			// Closed without a word (the mux of a node without this
-			// transport hands the connection to gRPC), or other bytes.
+		case n >= 4 && !bytes.Equal(g[:4], appendMagic),
+			errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+			// Something else answered (an older node's gRPC: HTTP/2
+			// starts with a SETTINGS frame), or the connection closed
+			// without a greeting.
 			return nil, errAppendNotSpoken
+		case err == nil && g[4] == appendUnknownShard:
+			return nil, fmt.Errorf("rpc: %s has no shard %d open", target, t.layer.shard)
+		case err == nil:
+			return nil, fmt.Errorf("rpc: %s greeted with status %d", target, g[4])
 		}
 		return nil, err
 	}
@@ -303,7 +325,7 @@ func (t *appendTransport) putConn(ac *appendConn) {
 
 // AppendEntries sends one request and waits for its answer.
 func (t *appendTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	if t.useFallback(target) {
+	if t.useFallback(target) || tooLarge(args) {
 		return t.raftTransport.AppendEntries(id, target, args, resp)
 	}
 	ac, err := t.getConn(target)
@@ -320,7 +342,7 @@ func (t *appendTransport) AppendEntries(id raft.ServerID, target raft.ServerAddr
 		t.release(ac)
 		return err
 	}
-	frame, err := readFrame(ac.r)
+	frame, err := readFrame(ac.r, nil)
 	if err != nil {
 		t.release(ac)
 		return err
@@ -423,6 +445,11 @@ func (f *appendFuture) Response() *raft.AppendEntriesResponse { return f.resp }
 // AppendEntries writes a request and returns at once; it blocks only while
 // appendInFlight requests wait for their answers (the follower is behind).
 func (p *appendPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	if tooLarge(args) {
+		// Raft ends the pipeline and sends it with AppendEntries, which
+		// takes NetworkTransport.
+		return nil, errTooLarge
+	}
 	p.mu.Lock()
 	err := p.err
 	p.mu.Unlock()
@@ -465,7 +492,7 @@ func (p *appendPipeline) decode() {
 			return
 		}
 		p.ac.c.SetReadDeadline(time.Now().Add(p.t.timeout))
-		frame, err := readFrame(p.ac.r)
+		frame, err := readFrame(p.ac.r, nil)
 		var errText string
 		if err == nil {
 			errText, err = decodeAppendResponse(frame, f.resp)
@@ -548,25 +575,54 @@ func (p *appendPipeline) Close() error {
 	return nil
 }
 
+var errTooLarge = errors.New("rpc: AppendEntries request too large for a frame")
+
+// tooLarge reports whether req might not fit in a frame, or has more
+// entries than a frame may carry.
+func tooLarge(req *raft.AppendEntriesRequest) bool {
+	if len(req.Entries) > appendMaxEntries {
+		return true
+	}
+	size := 64 + len(req.ID) + len(req.Addr) + len(req.Leader)
+	for _, e := range req.Entries {
+		size += 48 + len(e.Data) + len(e.Extensions)
+	}
+	return size > appendMaxFrame
+}
+
 // Frames: a 4-byte big-endian length, then that many bytes.
 
-func readFrame(r *bufio.Reader) ([]byte, error) {
+// readFrame reads one frame. A fresh buffer per frame: the entries decoded
+// from it keep slices of it, and Raft keeps the entries. The buffer grows
+// with what arrives rather than with what the header claims, so a header
+// alone (this port takes connections from anyone who can reach it) costs
+// nothing. body, if not nil, runs between the header and the body (to set
+// a deadline for the body).
+func readFrame(r *bufio.Reader, body func()) ([]byte, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, err
 	}
-	n := binary.BigEndian.Uint32(hdr[:])
+	n := int(binary.BigEndian.Uint32(hdr[:]))
 	if n > appendMaxFrame {
 		return nil, fmt.Errorf("rpc: frame of %d bytes", n)
 	}
-	// A fresh buffer per frame: the entries decoded from it keep slices
-	// of it, and Raft keeps the entries.
-	b := make([]byte, n)
-	if _, err := io.ReadFull(r, b); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	if body != nil {
+		body()
+	}
+	b := make([]byte, 0, min(n, appendFrameChunk))
+	for len(b) < n {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, min(n-len(b), len(b)))
 		}
-		return nil, err
+		m, err := io.ReadFull(r, b[len(b):min(n, cap(b))])
+		b = b[:len(b)+m]
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
 	}
 	return b, nil
 }
@@ -715,7 +771,7 @@ func decodeAppendRequest(frame []byte, req *raft.AppendEntriesRequest) error {
 	req.LeaderCommitIndex = r.uvarint()
 	n := r.uvarint()
 	// Each entry takes at least 6 bytes: no count past what the frame holds.
-	if r.err == nil && n > uint64(len(r.b))/6 {
+	if r.err == nil && (n > uint64(len(r.b))/6 || n > appendMaxEntries) {
 		return errShortFrame
 	}
 	if n > 0 {

@@ -6,9 +6,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
 	"net"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
 )
 
 // fill sets every field of the struct v points to, recursively, to a value
@@ -67,7 +70,7 @@ func fill(t *testing.T, rng *rand.Rand, v reflect.Value) {
 
 func decodeFrame(t *testing.T, b []byte) []byte {
 	t.Helper()
-	frame, err := readFrame(bufio.NewReader(bytes.NewReader(b)))
+	frame, err := readFrame(bufio.NewReader(bytes.NewReader(b)), nil)
 	if err != nil {
 		t.Fatalf("readFrame: %v", err)
 	}
@@ -147,8 +150,8 @@ func TestAppendDecodeRejectsMalformed(t *testing.T) {
 		}
 	}
 	var big [4]byte
-	binary.BigEndian.PutUint32(big[:], appendMaxFrame+1)
-	if _, err := readFrame(bufio.NewReader(bytes.NewReader(big[:]))); err == nil {
+	binary.BigEndian.PutUint32(big[:], uint32(appendMaxFrame+1))
+	if _, err := readFrame(bufio.NewReader(bytes.NewReader(big[:])), nil); err == nil {
 		t.Fatal("a frame length past the limit was accepted")
 	}
 }
@@ -298,7 +301,7 @@ func TestAppendPipelineFailsWhenFollowerGoes(t *testing.T) {
 
 // oldNode is a node from before appendTransport: its mux serves
 // NetworkTransport connections and hands anything else (an append
-// connection included) to gRPC, which drops it.
+// connection included) to gRPC.
 type oldNode struct {
 	ln    net.Listener
 	conns chan net.Conn
@@ -327,6 +330,9 @@ func startOldNode(t *testing.T) (*raft.NetworkTransport, raft.ServerAddress) {
 		t.Fatal(err)
 	}
 	o := &oldNode{ln: ln, conns: make(chan net.Conn), done: make(chan struct{})}
+	gl := newChanListener(ln.Addr())
+	gs := grpc.NewServer()
+	go gs.Serve(gl)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -334,19 +340,22 @@ func startOldNode(t *testing.T) (*raft.NetworkTransport, raft.ServerAddress) {
 				return
 			}
 			hdr := make([]byte, headerLen)
-			if _, err := c.Read(hdr); err != nil || !bytes.Equal(hdr[:4], raftMagic) {
-				c.Close() // what gRPC does with a connection that is not HTTP/2
+			n, _ := io.ReadFull(c, hdr)
+			if n == headerLen && bytes.Equal(hdr[:4], raftMagic) {
+				select {
+				case o.conns <- c:
+				case <-o.done:
+					c.Close()
+				}
 				continue
 			}
-			select {
-			case o.conns <- c:
-			case <-o.done:
+			if !gl.deliver(&prefixConn{Conn: c, prefix: hdr[:n]}) {
 				c.Close()
 			}
 		}
 	}()
 	nt := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: o, MaxPool: 2, Timeout: 10 * time.Second, Logger: hclog.NewNullLogger()})
-	t.Cleanup(func() { nt.Close(); ln.Close() })
+	t.Cleanup(func() { nt.Close(); ln.Close(); gs.Stop() })
 	go func() {
 		for rpc := range nt.Consumer() {
 			req := rpc.Command.(*raft.AppendEntriesRequest)
@@ -384,5 +393,77 @@ func TestAppendTransportFallsBackForOldPeers(t *testing.T) {
 	}
 	if f := <-p.Consumer(); f.Error() != nil || f.Response().LastLog != 9 {
 		t.Fatalf("pipelined answer from an old peer: %v %+v", f.Error(), f.Response())
+	}
+}
+
+// chunkReader hands out at most n bytes per Read.
+type chunkReader struct {
+	r io.Reader
+	n int
+}
+
+func (c chunkReader) Read(p []byte) (int, error) { return c.r.Read(p[:min(len(p), c.n)]) }
+
+// TestReadFrameGrowsWithWhatArrives: a frame's buffer grows with the bytes
+// that arrive, not with the length its header claims (anyone who reaches
+// the port can send a header), and a frame that arrives in pieces is read
+// whole.
+func TestReadFrameGrowsWithWhatArrives(t *testing.T) {
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], 1<<30)
+	in := append(hdr[:], make([]byte, 100)...)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := readFrame(bufio.NewReader(bytes.NewReader(in)), nil)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("a frame cut short: %v", err)
+	}
+	if d := after.TotalAlloc - before.TotalAlloc; d > 1<<20 {
+		t.Fatalf("a 1 GiB header followed by 100 bytes allocated %d bytes", d)
+	}
+
+	body := make([]byte, 300_000)
+	rand.New(rand.NewSource(5)).Read(body)
+	binary.BigEndian.PutUint32(hdr[:], uint32(len(body)))
+	got, err := readFrame(bufio.NewReader(chunkReader{bytes.NewReader(append(hdr[:], body...)), 1000}), nil)
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("a frame in 1,000-byte pieces: %v, %d bytes, equal %v", err, len(got), bytes.Equal(got, body))
+	}
+}
+
+// TestAppendTransportSendsLargeRequestsAround: a request too large for a
+// frame goes through NetworkTransport, whole, and a pipeline refuses it
+// (Raft then sends it with AppendEntries).
+func TestAppendTransportSendsLargeRequestsAround(t *testing.T) {
+	defer func(n int) { appendMaxFrame = n }(appendMaxFrame)
+	appendMaxFrame = 1 << 20
+	src, dst, addr := transportPair(t)
+	big := &raft.AppendEntriesRequest{Term: 4, PrevLogEntry: 1, Entries: []*raft.Log{
+		{Index: 2, Term: 4, Type: raft.LogCommand, Data: bytes.Repeat([]byte("x"), 700<<10)},
+		{Index: 3, Term: 4, Type: raft.LogCommand, Data: bytes.Repeat([]byte("y"), 700<<10)},
+	}}
+	got := make(chan *raft.AppendEntriesRequest, 1)
+	go func() {
+		rpc := <-dst.Consumer()
+		req := rpc.Command.(*raft.AppendEntriesRequest)
+		got <- req
+		rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, LastLog: 3, Success: true}, nil)
+	}()
+	var resp raft.AppendEntriesResponse
+	if err := src.AppendEntries("b", addr, big, &resp); err != nil || !resp.Success || resp.LastLog != 3 {
+		t.Fatalf("a large AppendEntries: %+v %v", resp, err)
+	}
+	r := <-got
+	if len(r.Entries) != 2 || !bytes.Equal(r.Entries[0].Data, big.Entries[0].Data) || !bytes.Equal(r.Entries[1].Data, big.Entries[1].Data) {
+		t.Fatalf("the follower got %d entries, not the ones sent", len(r.Entries))
+	}
+	p, err := src.AppendEntriesPipeline("b", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.AppendEntries(big, new(raft.AppendEntriesResponse)); err == nil {
+		t.Fatal("a pipeline took a request too large for a frame")
 	}
 }

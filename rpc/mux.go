@@ -107,7 +107,7 @@ func (m *Mux) route(conn net.Conn) {
 			m.log.Debug("raft connection for a shard not open", "shard", id, "remote", conn.RemoteAddr())
 			if bytes.Equal(hdr[:4], appendMagic) {
 				conn.SetWriteDeadline(time.Now().Add(time.Second))
-				conn.Write([]byte{appendUnknownShard})
+				conn.Write(greeting(appendUnknownShard))
 			}
 			conn.Close()
 		}
