@@ -404,7 +404,15 @@ func (t *appendTransport) Close() error {
 	})
 	err := t.raftTransport.Close()
 	t.wg.Wait()
-	return err
+	// Connections the mux handed over that accept never took.
+	for {
+		select {
+		case c := <-t.layer.appendCh:
+			c.Close()
+		default:
+			return err
+		}
+	}
 }
 
 // appendPipeline sends requests on one connection and reads the answers, in

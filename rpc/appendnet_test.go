@@ -467,3 +467,18 @@ func TestAppendTransportSendsLargeRequestsAround(t *testing.T) {
 		t.Fatal("a pipeline took a request too large for a frame")
 	}
 }
+
+// TestAppendTransportClosedShardSaysSo: once a shard's transport is closed,
+// a connection to it is told the shard is not open, every time, rather than
+// left in a queue nobody reads until the dialer times out.
+func TestAppendTransportClosedShardSaysSo(t *testing.T) {
+	src, dst, addr := transportPair(t)
+	dst.(raft.WithClose).Close()
+	for i := range 20 {
+		var resp raft.AppendEntriesResponse
+		err := src.AppendEntries("b", addr, &raft.AppendEntriesRequest{Term: 1, PrevLogEntry: 1}, &resp)
+		if err == nil || !strings.Contains(err.Error(), "no shard 5 open") {
+			t.Fatalf("attempt %d on a closed shard: %v", i, err)
+		}
+	}
+}

@@ -171,6 +171,11 @@ type streamLayer struct {
 
 func (l *streamLayer) deliver(ch chan net.Conn, c net.Conn) bool {
 	select {
+	case <-l.done: // closed: no Accept will take it (the select below picks at random)
+		return false
+	default:
+	}
+	select {
 	case ch <- c:
 		return true
 	case <-l.done:
