@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime/pprof"
+	"sort"
 	"strings"
 	"time"
 
@@ -331,12 +332,52 @@ func (t duroTarget) Prepare(ctx context.Context, w string, objects int) (loadgen
 	return nil, fmt.Errorf("unknown workload %q", w)
 }
 
-// compareResult is the JSON of `duroctl bench compare`.
+// compareResult is the JSON of `duroctl bench compare`: duro, etcd and
+// ratio are the first round's; with --rounds above 1, rounds has every
+// round and median_ratio the median of their ratios.
 type compareResult struct {
-	Duro       []loadgen.Result `json:"duro"`
-	Etcd       []loadgen.Result `json:"etcd"`
-	Ratio      []ratio          `json:"ratio"`
-	DuroShards int              `json:"duro_shards"`
+	Duro        []loadgen.Result `json:"duro"`
+	Etcd        []loadgen.Result `json:"etcd"`
+	Ratio       []ratio          `json:"ratio"`
+	DuroShards  int              `json:"duro_shards"`
+	Rounds      []compareRound   `json:"rounds,omitempty"`
+	MedianRatio []ratio          `json:"median_ratio,omitempty"`
+}
+
+// compareRound is one run of duro and then of etcd.
+type compareRound struct {
+	Duro  []loadgen.Result `json:"duro"`
+	Etcd  []loadgen.Result `json:"etcd"`
+	Ratio []ratio          `json:"ratio"`
+}
+
+// medianRatios is, per workload and figure, the median of the rounds'
+// ratios (the mean of the middle two for an even count).
+func medianRatios(rounds []compareRound) []ratio {
+	if len(rounds) == 0 {
+		return nil
+	}
+	median := func(f func(ratio) float64, i int) float64 {
+		v := make([]float64, len(rounds))
+		for r, rd := range rounds {
+			v[r] = f(rd.Ratio[i])
+		}
+		sort.Float64s(v)
+		n := len(v)
+		if n%2 == 1 {
+			return v[n/2]
+		}
+		return (v[n/2-1] + v[n/2]) / 2
+	}
+	var out []ratio
+	for i, q := range rounds[0].Ratio {
+		out = append(out, ratio{Workload: q.Workload,
+			OpsPerS: median(func(q ratio) float64 { return q.OpsPerS }, i),
+			P50:     median(func(q ratio) float64 { return q.P50 }, i),
+			P99:     median(func(q ratio) float64 { return q.P99 }, i),
+			P999:    median(func(q ratio) float64 { return q.P999 }, i)})
+	}
+	return out
 }
 
 // ratio is duro's figure divided by etcd's: above 1 is better for ops/s,
@@ -360,7 +401,7 @@ func compareCmd(env *benchEnv) *cobra.Command {
 	var wf workloadFlags
 	var etcdBin string
 	var install bool
-	var etcdClients int
+	var etcdClients, rounds int
 	cmd := &cobra.Command{
 		Use:   "compare",
 		Short: "run the bench workloads on duro, then on a local 3-member etcd, and print one table with the ratios",
@@ -380,30 +421,50 @@ func compareCmd(env *benchEnv) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if rounds < 1 {
+				return fmt.Errorf("--rounds must be 1 or more, got %d", rounds)
+			}
 			var res compareResult
-			if res.Duro, err = env.runDuro(ws, cfg, func(r loadgen.Result) { fmt.Fprintln(env.stderr, "duro", benchRow(r)) }); err != nil {
-				return err
+			for n := range rounds {
+				if rounds > 1 {
+					fmt.Fprintf(env.stdout, "round %d of %d\n", n+1, rounds)
+				}
+				var rd compareRound
+				if rd.Duro, err = env.runDuro(ws, cfg, func(r loadgen.Result) { fmt.Fprintln(env.stderr, "duro", benchRow(r)) }); err != nil {
+					return err
+				}
+				res.DuroShards = env.ranOn
+				etcdDir := ""
+				if env.dataDir != "" {
+					etcdDir = fmt.Sprintf("%s-etcd%d", env.dataDir, n)
+				}
+				if rd.Etcd, err = etcdbench.Run(env.ctx, bin, etcdDir, etcdClients, ws, cfg, env.stderr); err != nil {
+					return err
+				}
+				for i, d := range rd.Duro {
+					e := rd.Etcd[i]
+					rd.Ratio = append(rd.Ratio, ratio{Workload: d.Workload, OpsPerS: div(d.OpsPerS, e.OpsPerS),
+						P50: div(d.P50ms, e.P50ms), P99: div(d.P99ms, e.P99ms), P999: div(d.P999ms, e.P999ms)})
+				}
+				if n == 0 {
+					res.Duro, res.Etcd, res.Ratio = rd.Duro, rd.Etcd, rd.Ratio
+				}
+				if rounds > 1 {
+					res.Rounds = append(res.Rounds, rd)
+				}
+				printCompare(env.stdout, &compareResult{Duro: rd.Duro, Etcd: rd.Etcd, Ratio: rd.Ratio, DuroShards: res.DuroShards})
 			}
-			res.DuroShards = env.ranOn
-			etcdDir := ""
-			if env.dataDir != "" {
-				etcdDir = env.dataDir + "-etcd"
+			if rounds > 1 {
+				res.MedianRatio = medianRatios(res.Rounds)
+				printMedian(env.stdout, res.MedianRatio, rounds)
 			}
-			if res.Etcd, err = etcdbench.Run(env.ctx, bin, etcdDir, etcdClients, ws, cfg, env.stderr); err != nil {
-				return err
-			}
-			for i, d := range res.Duro {
-				e := res.Etcd[i]
-				res.Ratio = append(res.Ratio, ratio{Workload: d.Workload, OpsPerS: div(d.OpsPerS, e.OpsPerS),
-					P50: div(d.P50ms, e.P50ms), P99: div(d.P99ms, e.P99ms), P999: div(d.P999ms, e.P999ms)})
-			}
-			printCompare(env.stdout, &res)
 			return env.writeJSON(res)
 		},
 	}
 	wf.add(cmd)
 	cmd.Flags().StringVar(&etcdBin, "etcd", "", "etcd server binary (default: etcd on PATH, installed with apt-get when absent)")
 	cmd.Flags().BoolVar(&install, "install-etcd", true, "install Debian's etcd-server with apt-get when etcd is not found")
+	cmd.Flags().IntVar(&rounds, "rounds", 1, "run duro then etcd this many times, on fresh clusters each, and print the median of the rounds' ratios too (the machine's speed drifts between runs)")
 	cmd.Flags().IntVar(&etcdClients, "etcd-clients", 1, "etcd clients (connections) the callers share; each call picks one at random")
 	return cmd
 }
@@ -423,6 +484,14 @@ func printCompare(w io.Writer, res *compareResult) {
 	}
 	fmt.Fprintln(w, "duro/etcd: above 1 is better for OPS/S, below 1 is better for latencies. Both clusters ran on this machine, one after the other.")
 	fmt.Fprintf(w, "duro ran %s (Raft groups); etcd is one.\n", shardsWord(res.DuroShards))
+}
+
+func printMedian(w io.Writer, med []ratio, rounds int) {
+	fmt.Fprintf(w, "median of %d rounds' ratios (duro/etcd)\n", rounds)
+	fmt.Fprintln(w, "WORK        OPS/S        P50        P99      P99.9")
+	for _, q := range med {
+		fmt.Fprintf(w, "%-6s %9.2fx %9.2fx %9.2fx %9.2fx\n", q.Workload, q.OpsPerS, q.P50, q.P99, q.P999)
+	}
 }
 
 func shardsWord(n int) string {

@@ -104,7 +104,7 @@ func TestBenchCommands(t *testing.T) {
 			t.Skipf("etcd-server is not available, so bench compare is not tested: %v\n%s", err, log.String())
 		}
 		var res compareResult
-		out := runBench(t, &res, "compare", "--workloads", "put,hot,seq,read", "--duration", "300ms", "--callers", "4", "--objects", "10", "--shards", "2")
+		out := runBench(t, &res, "compare", "--workloads", "put,hot,seq,read", "--duration", "300ms", "--callers", "4", "--objects", "10", "--shards", "2", "--rounds", "2")
 		ws := []string{"put", "hot", "seq", "read"}
 		checkResults(t, "duro", res.Duro, ws)
 		checkResults(t, "etcd", res.Etcd, ws)
@@ -119,6 +119,19 @@ func TestBenchCommands(t *testing.T) {
 		}
 		if !bytes.Contains([]byte(out), []byte("duro/etcd")) {
 			t.Errorf("no ratio rows in the table:\n%s", out)
+		}
+		// Two rounds, the first of them the top-level figures, and their
+		// medians printed.
+		if len(res.Rounds) != 2 || res.Rounds[0].Duro[0] != res.Duro[0] || len(res.MedianRatio) != len(ws) {
+			t.Fatalf("--rounds 2: %d rounds, median %+v", len(res.Rounds), res.MedianRatio)
+		}
+		for i, q := range res.MedianRatio {
+			if want := (res.Rounds[0].Ratio[i].OpsPerS + res.Rounds[1].Ratio[i].OpsPerS) / 2; q.OpsPerS != want {
+				t.Errorf("median ops/s ratio of %s: %v, want %v", q.Workload, q.OpsPerS, want)
+			}
+		}
+		if !bytes.Contains([]byte(out), []byte("round 2 of 2")) || !bytes.Contains([]byte(out), []byte("median of 2 rounds")) {
+			t.Errorf("rounds not shown:\n%s", out)
 		}
 		// The local cluster ran the shard count asked for, and says so.
 		if res.DuroShards != 2 || !bytes.Contains([]byte(out), []byte("duro ran 2 shards")) {
@@ -149,5 +162,19 @@ func TestBenchProfileOfFailedRun(t *testing.T) {
 	}
 	if _, err := io.Copy(io.Discard, zr); err != nil {
 		t.Fatalf("--cpuprofile of a failed run is cut short: %v", err)
+	}
+}
+
+func TestMedianRatios(t *testing.T) {
+	round := func(put, p50 float64) compareRound {
+		return compareRound{Ratio: []ratio{{Workload: "put", OpsPerS: put, P50: p50}}}
+	}
+	got := medianRatios([]compareRound{round(1.5, 0.7), round(1.2, 0.9), round(1.9, 0.5)})
+	if len(got) != 1 || got[0].Workload != "put" || got[0].OpsPerS != 1.5 || got[0].P50 != 0.7 {
+		t.Errorf("median of three: %+v", got)
+	}
+	got = medianRatios([]compareRound{round(1.0, 0.4), round(2.0, 0.8)})
+	if got[0].OpsPerS != 1.5 || got[0].P50 != 0.6000000000000001 && got[0].P50 != 0.6 {
+		t.Errorf("median of two: %+v", got)
 	}
 }
