@@ -27,7 +27,7 @@ import (
 // to keep it from wedging (see pipeline.go).
 //
 // A peer that does not speak it (an older node: its mux hands the
-// connection to gRPC, which never sends the one-byte greeting) gets
+// connection to gRPC, which answers with HTTP/2, not the greeting) gets
 // AppendEntries through NetworkTransport instead, retried here after
 // appendFallbackFor.
 type appendTransport struct {
@@ -182,21 +182,19 @@ func (t *appendTransport) serve(c net.Conn) {
 			return
 		}
 		rpc := raft.RPC{Command: req, RespChan: respCh}
+		var hb func(raft.RPC)
 		if isHeartbeat(req) {
-			t.hbMu.Lock()
-			fn := t.hb
-			t.hbMu.Unlock()
-			if fn != nil {
-				fn(rpc)
-				goto respond
+			hb = t.heartbeatHandler()
+		}
+		if hb != nil {
+			hb(rpc)
+		} else {
+			select {
+			case t.consumer <- rpc:
+			case <-t.shutdown:
+				return
 			}
 		}
-		select {
-		case t.consumer <- rpc:
-		case <-t.shutdown:
-			return
-		}
-	respond:
 		var resp raft.RPCResponse
 		select {
 		case resp = <-respCh:
@@ -219,6 +217,12 @@ func (t *appendTransport) serve(c net.Conn) {
 	}
 }
 
+func (t *appendTransport) heartbeatHandler() func(raft.RPC) {
+	t.hbMu.Lock()
+	defer t.hbMu.Unlock()
+	return t.hb
+}
+
 // isHeartbeat is NetworkTransport's test: Raft's heartbeats carry only the
 // term and the leader, and are answered without waiting for its main loop.
 func isHeartbeat(req *raft.AppendEntriesRequest) bool {
@@ -238,8 +242,9 @@ type appendConn struct {
 	target raft.ServerAddress
 }
 
-// dial opens a connection to target, or returns errAppendNotSpoken when
-// the peer answers without the greeting.
+// dial opens a connection to target. When the peer answers without the
+// greeting it notes the peer for NetworkTransport and returns
+// errAppendNotSpoken.
 func (t *appendTransport) dial(target raft.ServerAddress) (*appendConn, error) {
 	c, err := t.layer.dial(target, t.timeout, appendMagic)
 	if err != nil {
@@ -256,6 +261,7 @@ func (t *appendTransport) dial(target raft.ServerAddress) (*appendConn, error) {
 			// Something else answered (an older node's gRPC: HTTP/2
 			// starts with a SETTINGS frame), or the connection closed
 			// without a greeting.
+			t.noteFallback(target)
 			return nil, errAppendNotSpoken
 		case err == nil && g[4] == appendUnknownShard:
 			return nil, fmt.Errorf("rpc: %s has no shard %d open", target, t.layer.shard)
@@ -270,10 +276,6 @@ func (t *appendTransport) dial(target raft.ServerAddress) (*appendConn, error) {
 		return nil, raft.ErrTransportShutdown
 	}
 	return &appendConn{c: c, r: bufio.NewReaderSize(c, 16<<10), target: target}, nil
-}
-
-func (t *appendTransport) release(ac *appendConn) {
-	t.untrack(ac.c)
 }
 
 // useFallback reports whether target is sent AppendEntries through
@@ -320,7 +322,7 @@ func (t *appendTransport) putConn(ac *appendConn) {
 		return
 	}
 	t.mu.Unlock()
-	t.release(ac)
+	t.untrack(ac.c)
 }
 
 // AppendEntries sends one request and waits for its answer.
@@ -330,7 +332,6 @@ func (t *appendTransport) AppendEntries(id raft.ServerID, target raft.ServerAddr
 	}
 	ac, err := t.getConn(target)
 	if errors.Is(err, errAppendNotSpoken) {
-		t.noteFallback(target)
 		return t.raftTransport.AppendEntries(id, target, args, resp)
 	}
 	if err != nil {
@@ -339,17 +340,17 @@ func (t *appendTransport) AppendEntries(id raft.ServerID, target raft.ServerAddr
 	ac.c.SetDeadline(time.Now().Add(t.timeout))
 	ac.buf = encodeAppendRequest(ac.buf[:0], args)
 	if _, err := ac.c.Write(ac.buf); err != nil {
-		t.release(ac)
+		t.untrack(ac.c)
 		return err
 	}
 	frame, err := readFrame(ac.r, nil)
 	if err != nil {
-		t.release(ac)
+		t.untrack(ac.c)
 		return err
 	}
 	errText, err := decodeAppendResponse(frame, resp)
 	if err != nil {
-		t.release(ac)
+		t.untrack(ac.c)
 		return err
 	}
 	ac.c.SetDeadline(time.Time{})
@@ -368,7 +369,6 @@ func (t *appendTransport) AppendEntriesPipeline(id raft.ServerID, target raft.Se
 	}
 	ac, err := t.dial(target)
 	if errors.Is(err, errAppendNotSpoken) {
-		t.noteFallback(target)
 		return t.raftTransport.AppendEntriesPipeline(id, target)
 	}
 	if err != nil {
@@ -491,7 +491,7 @@ func (p *appendPipeline) fail(err error) {
 }
 
 func (p *appendPipeline) decode() {
-	defer p.t.release(p.ac)
+	defer p.t.untrack(p.ac.c)
 	for {
 		var f *appendFuture
 		select {

@@ -12,7 +12,6 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -300,26 +299,11 @@ func TestAppendPipelineFailsWhenFollowerGoes(t *testing.T) {
 }
 
 // oldNode is a node from before appendTransport: its mux serves
-// NetworkTransport connections and hands anything else (an append
-// connection included) to gRPC.
-type oldNode struct {
-	ln    net.Listener
-	conns chan net.Conn
-	once  sync.Once
-	done  chan struct{}
-}
+// NetworkTransport connections (from this listener, as its StreamLayer)
+// and hands anything else (an append connection included) to gRPC.
+type oldNode struct{ *chanListener }
 
-func (o *oldNode) Accept() (net.Conn, error) {
-	select {
-	case c := <-o.conns:
-		return c, nil
-	case <-o.done:
-		return nil, net.ErrClosed
-	}
-}
-func (o *oldNode) Close() error   { o.once.Do(func() { close(o.done) }); return nil }
-func (o *oldNode) Addr() net.Addr { return o.ln.Addr() }
-func (o *oldNode) Dial(raft.ServerAddress, time.Duration) (net.Conn, error) {
+func (oldNode) Dial(raft.ServerAddress, time.Duration) (net.Conn, error) {
 	return nil, errors.New("not used")
 }
 
@@ -329,7 +313,7 @@ func startOldNode(t *testing.T) (*raft.NetworkTransport, raft.ServerAddress) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &oldNode{ln: ln, conns: make(chan net.Conn), done: make(chan struct{})}
+	o := oldNode{newChanListener(ln.Addr())}
 	gl := newChanListener(ln.Addr())
 	gs := grpc.NewServer()
 	go gs.Serve(gl)
@@ -342,9 +326,7 @@ func startOldNode(t *testing.T) (*raft.NetworkTransport, raft.ServerAddress) {
 			hdr := make([]byte, headerLen)
 			n, _ := io.ReadFull(c, hdr)
 			if n == headerLen && bytes.Equal(hdr[:4], raftMagic) {
-				select {
-				case o.conns <- c:
-				case <-o.done:
+				if !o.deliver(c) {
 					c.Close()
 				}
 				continue

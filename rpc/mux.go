@@ -91,21 +91,23 @@ func (m *Mux) route(conn net.Conn) {
 		conn.Close()
 		return
 	}
-	if n == headerLen && (bytes.Equal(hdr[:4], raftMagic) || bytes.Equal(hdr[:4], appendMagic)) {
+	isAppend := bytes.Equal(hdr[:4], appendMagic)
+	if n == headerLen && (isAppend || bytes.Equal(hdr[:4], raftMagic)) {
 		id := binary.BigEndian.Uint32(hdr[4:])
 		m.mu.Lock()
 		l := m.layers[id]
 		m.mu.Unlock()
-		ch := (chan net.Conn)(nil)
+		delivered := false
 		if l != nil {
-			ch = l.ch
-			if bytes.Equal(hdr[:4], appendMagic) {
+			ch := l.ch
+			if isAppend {
 				ch = l.appendCh
 			}
+			delivered = l.deliver(ch, conn)
 		}
-		if l == nil || !l.deliver(ch, conn) {
+		if !delivered {
 			m.log.Debug("raft connection for a shard not open", "shard", id, "remote", conn.RemoteAddr())
-			if bytes.Equal(hdr[:4], appendMagic) {
+			if isAppend {
 				conn.SetWriteDeadline(time.Now().Add(time.Second))
 				conn.Write(greeting(appendUnknownShard))
 			}

@@ -169,6 +169,39 @@ func (st *settler) handOverLocked(batch []*proposal) {
 	st.queue = append(st.queue, batch...)
 }
 
+// mayHandOverLocked reports whether calls are held and may go to Raft now.
+func (st *settler) mayHandOverLocked() bool {
+	return len(st.held) > 0 && st.flying < st.limit && !st.stopped && !st.closed
+}
+
+// lingerLocked waits, with st.mu released, until as many calls are held as
+// the last batch had, for no longer than that batch took in Raft and
+// st.linger (see lingerMax). It returns the timer it used, for the next
+// wait.
+func (st *settler) lingerLocked(timer *time.Timer) *time.Timer {
+	st.want = st.last
+	wait := min(st.linger, st.now().Sub(st.lastAt))
+	st.mu.Unlock()
+	if timer == nil {
+		timer = time.NewTimer(wait)
+	} else {
+		timer.Reset(wait)
+	}
+	select {
+	case <-st.full:
+	case <-timer.C:
+	case <-st.down:
+	}
+	timer.Stop()
+	st.mu.Lock()
+	st.want = 0
+	select { // a fill that raced the timer
+	case <-st.full:
+	default:
+	}
+	return timer
+}
+
 func (st *settler) run() {
 	var prev *proposal
 	var timer *time.Timer
@@ -176,29 +209,10 @@ func (st *settler) run() {
 		st.mu.Lock()
 		if prev != nil && prev.last {
 			st.flying--
-			if n := len(st.held); n > 0 && n < st.last && st.linger > 0 && st.flying < st.limit && !st.stopped && !st.closed {
-				st.want = st.last
-				wait := min(st.linger, st.now().Sub(st.lastAt))
-				st.mu.Unlock()
-				if timer == nil {
-					timer = time.NewTimer(wait)
-				} else {
-					timer.Reset(wait)
-				}
-				select {
-				case <-st.full:
-				case <-timer.C:
-				case <-st.down:
-				}
-				timer.Stop()
-				st.mu.Lock()
-				st.want = 0
-				select { // a fill that raced the timer
-				case <-st.full:
-				default:
-				}
+			if st.mayHandOverLocked() && len(st.held) < st.last && st.linger > 0 {
+				timer = st.lingerLocked(timer)
 			}
-			if len(st.held) > 0 && st.flying < st.limit && !st.stopped && !st.closed {
+			if st.mayHandOverLocked() {
 				held := st.held
 				st.held = nil
 				st.handOverLocked(held)

@@ -114,7 +114,7 @@ func benchCmd(ctx context.Context, endpoints func() []string, endpointsSet func(
 			if err != nil {
 				return err
 			}
-			results, err := env.runDuro(ws, cfg, func(r loadgen.Result) {
+			results, err := env.runDuro(env.dataDir, ws, cfg, func(r loadgen.Result) {
 				if r.Workload == ws[0] {
 					fmt.Fprintln(stdout, benchHeader)
 				}
@@ -240,8 +240,8 @@ func (env *benchEnv) dial(dir string) (*client.Client, func(), error) {
 
 // runDuro runs workloads against duro one after the other, calling each with
 // every result as it comes.
-func (env *benchEnv) runDuro(ws []string, cfg loadgen.Config, each func(loadgen.Result)) ([]loadgen.Result, error) {
-	c, stop, err := env.dial(env.dataDir)
+func (env *benchEnv) runDuro(dir string, ws []string, cfg loadgen.Config, each func(loadgen.Result)) ([]loadgen.Result, error) {
+	c, stop, err := env.dial(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -336,12 +336,10 @@ func (t duroTarget) Prepare(ctx context.Context, w string, objects int) (loadgen
 // ratio are the first round's; with --rounds above 1, rounds has every
 // round and median_ratio the median of their ratios.
 type compareResult struct {
-	Duro        []loadgen.Result `json:"duro"`
-	Etcd        []loadgen.Result `json:"etcd"`
-	Ratio       []ratio          `json:"ratio"`
-	DuroShards  int              `json:"duro_shards"`
-	Rounds      []compareRound   `json:"rounds,omitempty"`
-	MedianRatio []ratio          `json:"median_ratio,omitempty"`
+	compareRound
+	DuroShards  int            `json:"duro_shards"`
+	Rounds      []compareRound `json:"rounds,omitempty"`
+	MedianRatio []ratio        `json:"median_ratio,omitempty"`
 }
 
 // compareRound is one run of duro and then of etcd.
@@ -426,18 +424,23 @@ func compareCmd(env *benchEnv) *cobra.Command {
 			}
 			var res compareResult
 			for n := range rounds {
+				// --data-dir names the first round's directories, as
+				// before --rounds; later rounds get fresh ones beside them.
+				duroDir, etcdDir := "", ""
+				if env.dataDir != "" {
+					duroDir, etcdDir = env.dataDir, env.dataDir+"-etcd"
+					if n > 0 {
+						duroDir, etcdDir = fmt.Sprintf("%s-%d", duroDir, n+1), fmt.Sprintf("%s-%d", etcdDir, n+1)
+					}
+				}
 				if rounds > 1 {
 					fmt.Fprintf(env.stdout, "round %d of %d\n", n+1, rounds)
 				}
 				var rd compareRound
-				if rd.Duro, err = env.runDuro(ws, cfg, func(r loadgen.Result) { fmt.Fprintln(env.stderr, "duro", benchRow(r)) }); err != nil {
+				if rd.Duro, err = env.runDuro(duroDir, ws, cfg, func(r loadgen.Result) { fmt.Fprintln(env.stderr, "duro", benchRow(r)) }); err != nil {
 					return err
 				}
 				res.DuroShards = env.ranOn
-				etcdDir := ""
-				if env.dataDir != "" {
-					etcdDir = fmt.Sprintf("%s-etcd%d", env.dataDir, n)
-				}
 				if rd.Etcd, err = etcdbench.Run(env.ctx, bin, etcdDir, etcdClients, ws, cfg, env.stderr); err != nil {
 					return err
 				}
@@ -447,12 +450,12 @@ func compareCmd(env *benchEnv) *cobra.Command {
 						P50: div(d.P50ms, e.P50ms), P99: div(d.P99ms, e.P99ms), P999: div(d.P999ms, e.P999ms)})
 				}
 				if n == 0 {
-					res.Duro, res.Etcd, res.Ratio = rd.Duro, rd.Etcd, rd.Ratio
+					res.compareRound = rd
 				}
 				if rounds > 1 {
 					res.Rounds = append(res.Rounds, rd)
 				}
-				printCompare(env.stdout, &compareResult{Duro: rd.Duro, Etcd: rd.Etcd, Ratio: rd.Ratio, DuroShards: res.DuroShards})
+				printCompare(env.stdout, rd, res.DuroShards)
 			}
 			if rounds > 1 {
 				res.MedianRatio = medianRatios(res.Rounds)
@@ -469,7 +472,7 @@ func compareCmd(env *benchEnv) *cobra.Command {
 	return cmd
 }
 
-func printCompare(w io.Writer, res *compareResult) {
+func printCompare(w io.Writer, res compareRound, shards int) {
 	fmt.Fprintln(w, "WORK    CALLERS  OBJECTS  SYSTEM          OPS/S        P50        P99      P99.9   ERRORS  CAS-RETRIES")
 	for i, d := range res.Duro {
 		e := res.Etcd[i]
@@ -483,7 +486,7 @@ func printCompare(w io.Writer, res *compareResult) {
 		fmt.Fprintf(w, "%-6s %8s %8s  %-9s %9.2fx %9.2fx %9.2fx %9.2fx\n", d.Workload, "", "", "duro/etcd", q.OpsPerS, q.P50, q.P99, q.P999)
 	}
 	fmt.Fprintln(w, "duro/etcd: above 1 is better for OPS/S, below 1 is better for latencies. Both clusters ran on this machine, one after the other.")
-	fmt.Fprintf(w, "duro ran %s (Raft groups); etcd is one.\n", shardsWord(res.DuroShards))
+	fmt.Fprintf(w, "duro ran %s (Raft groups); etcd is one.\n", shardsWord(shards))
 }
 
 func printMedian(w io.Writer, med []ratio, rounds int) {

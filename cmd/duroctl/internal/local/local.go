@@ -327,25 +327,41 @@ func (c *Cluster) Leaders(ctx context.Context) (map[*Node][]int, error) {
 	return out, nil
 }
 
-// Healthy returns nil when every running node answers Status, every shard
-// has exactly one running node that is its Leader, and every running node
-// names that node's address as the shard's leader.
-func (c *Cluster) Healthy(ctx context.Context) error {
-	var views []*pb.StatusResponse
+// status asks every running node for its Status, keyed by node ID.
+func (c *Cluster) status(ctx context.Context) (map[string]*pb.StatusResponse, error) {
+	views := map[string]*pb.StatusResponse{}
 	for _, n := range c.Nodes {
 		if !n.Running() {
 			continue
 		}
 		st, err := n.Status(ctx)
 		if err != nil {
-			return fmt.Errorf("%s: %w", n.ID, err)
+			return nil, fmt.Errorf("%s: %w", n.ID, err)
 		}
-		views = append(views, st)
+		views[n.ID] = st
 	}
 	if len(views) == 0 {
-		return errors.New("no node running")
+		return nil, errors.New("no node running")
 	}
-	shards := int(views[0].Shards)
+	return views, nil
+}
+
+// Healthy returns nil when every running node answers Status, every shard
+// has exactly one running node that is its Leader, and every running node
+// names that node's address as the shard's leader.
+func (c *Cluster) Healthy(ctx context.Context) error {
+	views, err := c.status(ctx)
+	if err != nil {
+		return err
+	}
+	return healthy(views)
+}
+
+func healthy(views map[string]*pb.StatusResponse) error {
+	var shards int
+	for _, v := range views {
+		shards = int(v.Shards)
+	}
 	for s := range shards {
 		leader := ""
 		for _, v := range views {
@@ -373,54 +389,41 @@ func (c *Cluster) Healthy(ctx context.Context) error {
 // nodes', rounded up): where the nodes' balancing leaves a cluster soon
 // after it starts.
 func (c *Cluster) Balanced(ctx context.Context) error {
-	if err := c.Healthy(ctx); err != nil {
+	views, err := c.status(ctx)
+	if err != nil {
 		return err
 	}
-	led := map[string]int{}
-	nodes, shards := 0, 0
-	for _, n := range c.Nodes {
-		if !n.Running() {
-			continue
-		}
-		st, err := n.Status(ctx)
-		if err != nil {
-			return fmt.Errorf("%s: %w", n.ID, err)
-		}
-		nodes, shards = nodes+1, int(st.Shards)
-		for _, sh := range st.Shard {
+	if err := healthy(views); err != nil {
+		return err
+	}
+	for id, v := range views {
+		led := 0
+		for _, sh := range v.Shard {
 			if sh.State == "Leader" {
-				led[n.ID]++
+				led++
 			}
 		}
-	}
-	share := (shards + nodes - 1) / nodes
-	for id, k := range led {
-		if k > share {
-			return fmt.Errorf("%s leads %d of %d shards (its share: %d)", id, k, shards, share)
+		if share := (int(v.Shards) + len(views) - 1) / len(views); led > share {
+			return fmt.Errorf("%s leads %d of %d shards (its share: %d)", id, led, v.Shards, share)
 		}
 	}
 	return nil
 }
 
-// WaitBalanced polls Balanced until it returns nil or ctx ends.
-func (c *Cluster) WaitBalanced(ctx context.Context) error {
-	for {
-		err := c.Balanced(ctx)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("leadership not balanced: %w (last: %v)", ctx.Err(), err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
 // WaitHealthy polls Healthy until it returns nil or ctx ends.
 func (c *Cluster) WaitHealthy(ctx context.Context) error {
+	return c.waitFor(ctx, "cluster not healthy", c.Healthy)
+}
+
+// WaitBalanced polls Balanced until it returns nil or ctx ends.
+func (c *Cluster) WaitBalanced(ctx context.Context) error {
+	return c.waitFor(ctx, "leadership not balanced", c.Balanced)
+}
+
+// waitFor polls check until it returns nil, a node exits, or ctx ends.
+func (c *Cluster) waitFor(ctx context.Context, what string, check func(context.Context) error) error {
 	for {
-		err := c.Healthy(ctx)
+		err := check(ctx)
 		if err == nil {
 			return nil
 		}
@@ -434,7 +437,7 @@ func (c *Cluster) WaitHealthy(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("cluster not healthy: %w (last: %v)", ctx.Err(), err)
+			return fmt.Errorf("%s: %w (last: %v)", what, ctx.Err(), err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
