@@ -304,11 +304,18 @@ func (t *appendTransport) getConn(target raft.ServerAddress) (*appendConn, error
 		t.mu.Unlock()
 		return nil, raft.ErrTransportShutdown
 	}
-	if conns := t.pool[target]; len(conns) > 0 {
+	for conns := t.pool[target]; len(conns) > 0; conns = t.pool[target] {
 		ac := conns[len(conns)-1]
 		t.pool[target] = conns[:len(conns)-1]
+		if ac.r.Buffered() == 0 && peek(ac.c) == connEmpty {
+			t.mu.Unlock()
+			return ac, nil
+		}
+		// The peer closed it while it sat here (see stale.go), or it
+		// holds bytes no request asked for.
 		t.mu.Unlock()
-		return ac, nil
+		t.untrack(ac.c)
+		t.mu.Lock()
 	}
 	t.mu.Unlock()
 	return t.dial(target)

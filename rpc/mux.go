@@ -201,8 +201,15 @@ func (l *streamLayer) Close() error {
 
 func (l *streamLayer) Addr() net.Addr { return l.addr }
 
+// Dial opens a NetworkTransport connection, which dials again by itself
+// should the peer close it while NetworkTransport keeps it idle (see
+// redialConn).
 func (l *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return l.dial(addr, timeout, raftMagic)
+	c, err := l.dial(addr, timeout, raftMagic)
+	if err != nil {
+		return nil, err
+	}
+	return newRedialConn(c, func() (net.Conn, error) { return l.dial(addr, timeout, raftMagic) }), nil
 }
 
 // dial connects to the node at addr and names the shard, after magic.

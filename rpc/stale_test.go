@@ -1,0 +1,147 @@
+package rpc
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+// killableListener records the connections it accepts, so that kill can
+// close all of them at once, as the kernel does when a process dies.
+type killableListener struct {
+	net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (l *killableListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.mu.Lock()
+		l.conns = append(l.conns, c)
+		l.mu.Unlock()
+	}
+	return c, err
+}
+
+func (l *killableListener) kill() {
+	l.Listener.Close()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.conns {
+		c.Close()
+	}
+}
+
+// startPeer runs shard 5 of a node on addr ("127.0.0.1:0" for any port),
+// answering every request; snapshots is where InstallSnapshot data goes.
+func startPeer(t *testing.T, addr string, snapshots chan<- []byte) (kill func(), at string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kl := &killableListener{Listener: ln}
+	m := NewMux(kl, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	go m.Serve()
+	tr, err := m.RaftTransport(5, ln.Addr().String(), hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for rpc := range tr.Consumer() {
+			switch req := rpc.Command.(type) {
+			case *raft.RequestVoteRequest:
+				rpc.Respond(&raft.RequestVoteResponse{Term: req.Term, Granted: true}, nil)
+			case *raft.AppendEntriesRequest:
+				rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, LastLog: req.PrevLogEntry + uint64(len(req.Entries)), Success: true}, nil)
+			case *raft.InstallSnapshotRequest:
+				b, err := io.ReadAll(io.LimitReader(rpc.Reader, req.Size))
+				snapshots <- b
+				rpc.Respond(&raft.InstallSnapshotResponse{Term: req.Term, Success: true}, err)
+			}
+		}
+	}()
+	var once sync.Once
+	kill = func() {
+		once.Do(func() {
+			kl.kill()
+			m.Close()
+			tr.(raft.WithClose).Close()
+		})
+	}
+	t.Cleanup(kill)
+	return kill, ln.Addr().String()
+}
+
+// TestTransportsSurvivePeerRestart: after a peer's process dies and comes
+// back on the same address, the first vote, AppendEntries and
+// InstallSnapshot sent to it succeed, although the connections pooled
+// before it died were closed under the pools.
+func TestTransportsSurvivePeerRestart(t *testing.T) {
+	a := newTestMux(t)
+	src, err := a.RaftTransport(5, a.Addr().String(), hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.(raft.WithClose).Close()
+	snapshots := make(chan []byte, 1)
+	kill, addr := startPeer(t, "127.0.0.1:0", snapshots)
+	target := raft.ServerAddress(addr)
+
+	vote := func(when string) {
+		t.Helper()
+		var vr raft.RequestVoteResponse
+		if err := src.RequestVote("b", target, &raft.RequestVoteRequest{Term: 3}, &vr); err != nil || !vr.Granted {
+			t.Errorf("%s: RequestVote: %+v, %v", when, vr, err)
+		}
+	}
+	appendEntries := func(when string) {
+		t.Helper()
+		var ar raft.AppendEntriesResponse
+		req := &raft.AppendEntriesRequest{Term: 3, PrevLogEntry: 10, Entries: []*raft.Log{{Index: 11, Term: 3, Data: []byte("x")}}}
+		if err := src.AppendEntries("b", target, req, &ar); err != nil || ar.LastLog != 11 {
+			t.Errorf("%s: AppendEntries: %+v, %v", when, ar, err)
+		}
+	}
+	installSnapshot := func(when string) {
+		t.Helper()
+		data := bytes.Repeat([]byte("snapshot"), 1000)
+		var sr raft.InstallSnapshotResponse
+		err := src.InstallSnapshot("b", target, &raft.InstallSnapshotRequest{SnapshotVersion: 1, Term: 3, Size: int64(len(data))}, &sr, bytes.NewReader(data))
+		if err != nil || !sr.Success {
+			t.Fatalf("%s: InstallSnapshot: %+v, %v", when, sr, err)
+		}
+		if got := <-snapshots; !bytes.Equal(got, data) {
+			t.Fatalf("%s: the peer got %d bytes of snapshot, want %d", when, len(got), len(data))
+		}
+	}
+	// Concurrent requests leave several connections in each pool, as an
+	// election's votes and a leader's heartbeats do.
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(2)
+		go func() { defer wg.Done(); vote("before the restart") }()
+		go func() { defer wg.Done(); appendEntries("before the restart") }()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	kill()
+	startPeer(t, addr, snapshots)
+	// The pooled connections sit idle for a while, as they do between
+	// elections or snapshots.
+	time.Sleep(2 * redialIdle)
+	installSnapshot("after the restart")
+	vote("after the restart")
+	appendEntries("after the restart")
+}
