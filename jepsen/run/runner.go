@@ -535,7 +535,14 @@ func convergence(ctx context.Context, cl *cluster.Cluster) []checker.Anomaly {
 		}
 		for _, v := range vs[1:] {
 			if v.applied != vs[0].applied || v.hash != vs[0].hash {
-				an = append(an, checker.Anomaly{Kind: "diverged", Detail: fmt.Sprintf("shard %d: %s applied %d hash %.12s, %s applied %d hash %.12s",
+				// Replicas at different indexes have not caught up (a
+				// liveness failure); at the same index with different
+				// hashes they disagree on the state (a safety one).
+				kind := "diverged"
+				if v.applied != vs[0].applied {
+					kind = "behind"
+				}
+				an = append(an, checker.Anomaly{Kind: kind, Detail: fmt.Sprintf("shard %d: %s applied %d hash %.12s, %s applied %d hash %.12s",
 					s, vs[0].node, vs[0].applied, vs[0].hash, v.node, v.applied, v.hash)})
 			}
 		}
