@@ -10,8 +10,11 @@ import (
 
 // peek reports, without waiting or consuming anything, what an idle
 // connection holds: connEmpty (open, nothing to read), connData (bytes
-// waiting) or connClosed (the peer closed or reset it, or it is unusable).
-// A connection that is not a socket is taken to be open.
+// waiting), connClosed (the peer closed or reset it) or connUnknown (it
+// could not be looked at: closed on this side, or its read deadline has
+// passed). A connection that is not a socket is taken to be open. It must
+// not be called while a Read on c is in progress: it would wait for that
+// Read.
 func peek(c net.Conn) connState {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
@@ -19,9 +22,9 @@ func peek(c net.Conn) connState {
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return connClosed
+		return connUnknown
 	}
-	st := connClosed
+	st := connClosed // EOF, or the peer reset it
 	var b [1]byte
 	err = rc.Read(func(fd uintptr) bool {
 		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
@@ -34,7 +37,7 @@ func peek(c net.Conn) connState {
 		return true // never wait for readability
 	})
 	if err != nil {
-		return connClosed
+		return connUnknown
 	}
 	return st
 }

@@ -29,9 +29,10 @@ import (
 type connState int
 
 const (
-	connEmpty  connState = iota // open, nothing to read
-	connData                    // open, bytes waiting
-	connClosed                  // closed or reset by the peer, or unusable
+	connEmpty   connState = iota // open, nothing to read
+	connData                     // open, bytes waiting
+	connClosed                   // closed or reset by the peer
+	connUnknown                  // could not be looked at
 )
 
 // redialIdle is how long a NetworkTransport connection must have been
@@ -46,11 +47,20 @@ const redialIdle = 100 * time.Millisecond
 // about to start on it and the peer has closed it, it dials the peer again
 // and carries on over the new connection, with the deadlines the old one
 // had.
+//
+// It never does so on a connection that was closed on this side, nor on
+// one where a write ever overlapped a read: that is a pipeline (its
+// decoder reads while requests go out), whose unanswered requests would
+// otherwise be answered on a connection they were not sent on, and whose
+// reader a look at the connection would wait behind.
 type redialConn struct {
 	dial func() (net.Conn, error)
 
 	mu        sync.Mutex
 	c         net.Conn
+	reading   int       // Reads in progress
+	pipelined bool      // a write overlapped a read
+	closed    bool      // Close was called
 	readSince bool      // a read ended after the last write
 	lastWrite time.Time // when the last write ended
 	readDL    time.Time
@@ -68,8 +78,13 @@ func (r *redialConn) conn() net.Conn {
 }
 
 func (r *redialConn) Read(p []byte) (int, error) {
-	n, err := r.conn().Read(p)
 	r.mu.Lock()
+	r.reading++
+	c := r.c
+	r.mu.Unlock()
+	n, err := c.Read(p)
+	r.mu.Lock()
+	r.reading--
 	r.readSince = true
 	r.mu.Unlock()
 	return n, err
@@ -77,7 +92,12 @@ func (r *redialConn) Read(p []byte) (int, error) {
 
 func (r *redialConn) Write(p []byte) (int, error) {
 	r.mu.Lock()
-	if r.readSince && time.Since(r.lastWrite) >= redialIdle && peek(r.c) == connClosed {
+	if r.reading > 0 {
+		r.pipelined = true
+	}
+	// With no Read in progress (and none can start while r.mu is held),
+	// peek does not wait.
+	if !r.pipelined && !r.closed && r.readSince && time.Since(r.lastWrite) >= redialIdle && peek(r.c) == connClosed {
 		if nc, err := r.dial(); err == nil {
 			r.c.Close()
 			r.c = nc
@@ -100,7 +120,14 @@ func (r *redialConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (r *redialConn) Close() error         { return r.conn().Close() }
+func (r *redialConn) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	c := r.c
+	r.mu.Unlock()
+	return c.Close()
+}
+
 func (r *redialConn) LocalAddr() net.Addr  { return r.conn().LocalAddr() }
 func (r *redialConn) RemoteAddr() net.Addr { return r.conn().RemoteAddr() }
 

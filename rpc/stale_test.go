@@ -145,3 +145,150 @@ func TestTransportsSurvivePeerRestart(t *testing.T) {
 	vote("after the restart")
 	appendEntries("after the restart")
 }
+
+// redialRig is a redialConn to a loopback listener whose accepted ends
+// the test holds, with the redials counted.
+type redialRig struct {
+	rc     *redialConn
+	peers  chan net.Conn // the accepted end of every connection, in order
+	dials  int
+	dialMu sync.Mutex
+}
+
+func newRedialRig(t *testing.T) (*redialRig, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &redialRig{peers: make(chan net.Conn, 4)}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			g.peers <- c
+		}
+	}()
+	dial := func() (net.Conn, error) { return net.Dial("tcp", ln.Addr().String()) }
+	c, err := dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.rc = newRedialConn(c, func() (net.Conn, error) {
+		g.dialMu.Lock()
+		g.dials++
+		g.dialMu.Unlock()
+		return dial()
+	})
+	t.Cleanup(func() { ln.Close(); g.rc.Close() })
+	return g, <-g.peers
+}
+
+func (g *redialRig) redials() int {
+	g.dialMu.Lock()
+	defer g.dialMu.Unlock()
+	return g.dials
+}
+
+// exchange writes a request and reads its answer, leaving rc idle between
+// requests as NetworkTransport's pool does.
+func (g *redialRig) exchange(t *testing.T, peer net.Conn) {
+	t.Helper()
+	if _, err := g.rc.Write([]byte("q")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(peer, b); err != nil {
+		t.Fatal(err)
+	}
+	peer.Write([]byte("a"))
+	if _, err := io.ReadFull(g.rc, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRedialConnRedialsOnlyBetweenRequests: a connection the peer closed
+// while it sat idle is replaced on the next request, and the request
+// arrives whole on the new one; one closed on this side, or one whose read
+// deadline has passed, is not; nor is a pipeline's (a write while a read
+// waits), whose writes never wait for that read.
+func TestRedialConnRedialsOnlyBetweenRequests(t *testing.T) {
+	t.Run("peer closed", func(t *testing.T) {
+		g, peer := newRedialRig(t)
+		g.exchange(t, peer)
+		peer.Close()
+		time.Sleep(2 * redialIdle)
+		if _, err := g.rc.Write([]byte("next")); err != nil {
+			t.Fatalf("write after the peer closed: %v", err)
+		}
+		b := make([]byte, 4)
+		if _, err := io.ReadFull(<-g.peers, b); err != nil || string(b) != "next" || g.redials() != 1 {
+			t.Fatalf("new connection got %q (%v) after %d redials", b, err, g.redials())
+		}
+	})
+	t.Run("closed here", func(t *testing.T) {
+		g, peer := newRedialRig(t)
+		g.exchange(t, peer)
+		peer.Close()
+		time.Sleep(2 * redialIdle)
+		g.rc.Close()
+		if _, err := g.rc.Write([]byte("x")); err == nil || g.redials() != 0 {
+			t.Fatalf("write after Close: %v, %d redials", err, g.redials())
+		}
+	})
+	t.Run("deadline passed", func(t *testing.T) {
+		g, peer := newRedialRig(t)
+		g.exchange(t, peer)
+		g.rc.SetReadDeadline(time.Now().Add(-time.Second))
+		time.Sleep(2 * redialIdle)
+		if _, err := g.rc.Write([]byte("x")); err != nil || g.redials() != 0 {
+			t.Fatalf("write on a live connection past its read deadline: %v, %d redials", err, g.redials())
+		}
+	})
+	t.Run("pipeline", func(t *testing.T) {
+		g, peer := newRedialRig(t)
+		g.exchange(t, peer)
+		time.Sleep(2 * redialIdle)
+		read := make(chan error, 1)
+		go func() {
+			_, err := io.ReadFull(g.rc, make([]byte, 1))
+			read <- err
+		}()
+		// The write must not wait for the read, which nothing answers yet.
+		b := make([]byte, 1)
+		for {
+			if _, err := g.rc.Write([]byte("p")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(peer, b); err != nil {
+				t.Fatal(err)
+			}
+			g.rc.mu.Lock()
+			pipelined := g.rc.pipelined
+			g.rc.mu.Unlock()
+			if pipelined {
+				break
+			}
+			// The reader had not started yet: the write was not a
+			// pipeline's. Try again once it has.
+			time.Sleep(time.Millisecond)
+		}
+		select {
+		case err := <-read:
+			t.Fatalf("the read ended (%v) before anything answered it", err)
+		default:
+		}
+		peer.Write([]byte("a"))
+		if err := <-read; err != nil {
+			t.Fatal(err)
+		}
+		peer.Close()
+		time.Sleep(2 * redialIdle)
+		g.rc.Write([]byte("x"))
+		if g.redials() != 0 {
+			t.Fatalf("a pipeline's connection was redialed %d times", g.redials())
+		}
+	})
+}
