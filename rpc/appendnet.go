@@ -313,9 +313,8 @@ func (t *appendTransport) getConn(target raft.ServerAddress) (*appendConn, error
 		}
 		// The peer closed it while it sat here (see stale.go), or it
 		// holds bytes no request asked for.
-		t.mu.Unlock()
-		t.untrack(ac.c)
-		t.mu.Lock()
+		delete(t.conns, ac.c)
+		ac.c.Close()
 	}
 	t.mu.Unlock()
 	return t.dial(target)

@@ -175,18 +175,8 @@ func FuzzAppendDecode(f *testing.F) {
 
 func transportPair(t *testing.T) (src, dst raft.Transport, dstAddr raft.ServerAddress) {
 	t.Helper()
-	a, b := newTestMux(t), newTestMux(t)
-	quiet := hclog.NewNullLogger()
-	src, err := a.RaftTransport(5, a.Addr().String(), quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst, err = b.RaftTransport(5, b.Addr().String(), quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { src.(raft.WithClose).Close(); dst.(raft.WithClose).Close() })
-	return src, dst, raft.ServerAddress(b.Addr().String())
+	b := newTestMux(t)
+	return shardTransport(t, newTestMux(t)), shardTransport(t, b), raft.ServerAddress(b.Addr().String())
 }
 
 // TestAppendTransportCarriesRequests: a request with entries reaches the
@@ -351,12 +341,7 @@ func startOldNode(t *testing.T) (*raft.NetworkTransport, raft.ServerAddress) {
 // append transport still gets AppendEntries, through NetworkTransport, so
 // a cluster can be upgraded one node at a time.
 func TestAppendTransportFallsBackForOldPeers(t *testing.T) {
-	a := newTestMux(t)
-	src, err := a.RaftTransport(5, a.Addr().String(), hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.(raft.WithClose).Close()
+	src := shardTransport(t, newTestMux(t))
 	_, addr := startOldNode(t)
 	var resp raft.AppendEntriesResponse
 	if err := src.AppendEntries("old", addr, &raft.AppendEntriesRequest{Term: 3, PrevLogEntry: 8}, &resp); err != nil {

@@ -28,6 +28,18 @@ func newTestMux(t *testing.T) *Mux {
 	return m
 }
 
+// shardTransport opens shard 5's Raft transport on m, closed when the test
+// ends.
+func shardTransport(t *testing.T, m *Mux) raft.Transport {
+	t.Helper()
+	tr, err := m.RaftTransport(5, m.Addr().String(), hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.(raft.WithClose).Close() })
+	return tr
+}
+
 // TestMuxCarriesRaftAndGRPC checks that one port serves gRPC and the Raft
 // traffic of several shards, each reaching its own shard's transport.
 func TestMuxCarriesRaftAndGRPC(t *testing.T) {

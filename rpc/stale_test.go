@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
 
@@ -51,10 +50,7 @@ func startPeer(t *testing.T, addr string, snapshots chan<- []byte) (kill func(),
 	kl := &killableListener{Listener: ln}
 	m := NewMux(kl, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	go m.Serve()
-	tr, err := m.RaftTransport(5, ln.Addr().String(), hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := shardTransport(t, m)
 	go func() {
 		for rpc := range tr.Consumer() {
 			switch req := rpc.Command.(type) {
@@ -86,12 +82,7 @@ func startPeer(t *testing.T, addr string, snapshots chan<- []byte) (kill func(),
 // InstallSnapshot sent to it succeed, although the connections pooled
 // before it died were closed under the pools.
 func TestTransportsSurvivePeerRestart(t *testing.T) {
-	a := newTestMux(t)
-	src, err := a.RaftTransport(5, a.Addr().String(), hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.(raft.WithClose).Close()
+	src := shardTransport(t, newTestMux(t))
 	snapshots := make(chan []byte, 1)
 	kill, addr := startPeer(t, "127.0.0.1:0", snapshots)
 	target := raft.ServerAddress(addr)
