@@ -2,6 +2,7 @@ package shard
 
 import (
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -118,3 +119,48 @@ func TestLogStoreAuto(t *testing.T) {
 		}
 	}
 }
+
+// The log is on disk before a term or vote is stored: a deposed leader
+// answers a newer term only after storing it, so it never acknowledges
+// entries it has only written.
+func TestStableStoreWaitsForTheLog(t *testing.T) {
+	stores, err := openRaftStores(t.TempDir(), "wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stores.Close()
+	release := make(chan struct{})
+	wal.SetSyncHook(func(string) error { <-release; return nil })
+	defer wal.SetSyncHook(nil)
+	if err := stores.wal.StoreLogsAsync([]*raft.Log{{Index: 1, Term: 1, Type: raft.LogCommand}}); err != nil {
+		t.Fatal(err)
+	}
+	stable := durableStable{StableStore: stores.stable, log: stores.wal}
+	done := make(chan error, 1)
+	go func() { done <- stable.SetUint64([]byte("CurrentTerm"), 2) }()
+	select {
+	case err := <-done:
+		t.Fatalf("the term was stored (%v) before the log was synced", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if d := stores.wal.Durable(); d != 1 {
+		t.Fatalf("Durable %d after storing the term, want 1", d)
+	}
+}
+
+// The commit limit keeps the transport's pre-vote support as it was.
+func TestCommitLimitKeepsPreVote(t *testing.T) {
+	_, inmem := raft.NewInmemTransport("a")
+	if _, ok := limitCommit(inmem, nil).(raft.WithPreVote); !ok {
+		t.Fatal("pre-vote support lost")
+	}
+	if _, ok := limitCommit(noPreVote{inmem}, nil).(raft.WithPreVote); ok {
+		t.Fatal("pre-vote support claimed for a transport without it")
+	}
+}
+
+type noPreVote struct{ raft.Transport }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/duro-io/duro"
@@ -104,6 +105,8 @@ type Shard struct {
 	machine *fsm.Machine
 	store   *raftStores
 	raft    *raft.Raft
+	raftp   atomic.Pointer[raft.Raft] // raft, for the log store's goroutines
+	durable *wal.Store                // the log, when it is shard/wal's (durable.go)
 	notify  chan bool
 	host    *objectHost
 	verify  *verifier
@@ -167,7 +170,14 @@ func (s *Shard) startRaft() error {
 		return fmt.Errorf("open raft log: %w", err)
 	}
 	s.store = store
-	logs, err := raft.NewLogCache(1024, store.log)
+	logStore, stable, trans := store.log, store.stable, s.cfg.Transport
+	if w := store.wal; w != nil {
+		s.durable = w
+		logStore = durableLog{Store: w, leader: isLeader(&s.raftp)}
+		stable = durableStable{StableStore: stable, log: w}
+		trans = limitCommit(trans, w)
+	}
+	logs, err := raft.NewLogCache(1024, logStore)
 	if err != nil {
 		return err
 	}
@@ -205,20 +215,21 @@ func (s *Shard) startRaft() error {
 			return fmt.Errorf("restore snapshot %s: %w", list[0].ID, err)
 		}
 	}
-	existing, err := raft.HasExistingState(logs, store.stable, snaps)
+	existing, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		return err
 	}
 	if !existing {
-		if err := raft.BootstrapCluster(rc, logs, store.stable, snaps, s.cfg.Transport, raft.Configuration{Servers: s.cfg.Peers}); err != nil {
+		if err := raft.BootstrapCluster(rc, logs, stable, snaps, trans, raft.Configuration{Servers: s.cfg.Peers}); err != nil {
 			return fmt.Errorf("bootstrap: %w", err)
 		}
 	}
-	r, err := raft.NewRaft(rc, (*raftFSM)(s), logs, store.stable, snaps, s.cfg.Transport)
+	r, err := raft.NewRaft(rc, (*raftFSM)(s), logs, stable, snaps, trans)
 	if err != nil {
 		return err
 	}
 	s.raft = r
+	s.raftp.Store(r)
 	return nil
 }
 
@@ -235,6 +246,7 @@ const proposeBatches = 1
 
 // raftStores are a shard's Raft log and stable store.
 type raftStores struct {
+	wal    *wal.Store // the log when it is shard/wal's, else nil
 	log    raft.LogStore
 	stable raft.StableStore
 	close  func() error
@@ -286,7 +298,7 @@ func openRaftStores(dir, kind string) (*raftStores, error) {
 			bolt.Close()
 			return nil, err
 		}
-		return &raftStores{log: w, stable: bolt, close: func() error {
+		return &raftStores{wal: w, log: w, stable: bolt, close: func() error {
 			err := w.Close()
 			if e := bolt.Close(); err == nil {
 				err = e
@@ -437,6 +449,7 @@ func (f *raftFSM) ApplyBatch(logs []*raft.Log) []any {
 	// Batches share bbolt commits on every replica: a leader's objects read
 	// the applied state through the open transaction (fsm.Machine.peek), and
 	// a follower reads nothing until it leads.
+	(*Shard)(f).waitDurable(logs)
 	out := f.machine.ApplyBatchDeferred(logs)
 	f.watch.applied(out)
 	return out

@@ -5,6 +5,6 @@ import (
 	"syscall"
 )
 
-// fdatasync flushes f's data and the metadata needed to read it back (its
+// datasync flushes f's data and the metadata needed to read it back (its
 // size), not its timestamps.
-func fdatasync(f *os.File) error { return syscall.Fdatasync(int(f.Fd())) }
+func datasync(f *os.File) error { return syscall.Fdatasync(int(f.Fd())) }

@@ -4,4 +4,4 @@ package wal
 
 import "os"
 
-func fdatasync(f *os.File) error { return f.Sync() }
+func datasync(f *os.File) error { return f.Sync() }

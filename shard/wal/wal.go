@@ -51,6 +51,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -88,6 +89,17 @@ type Store struct {
 	last   uint64
 	buf    []byte
 	failed error // set by a write, sync or removal that failed; returned from then on
+
+	// durable is the last index known to be on disk: every entry up to it
+	// has been through an fdatasync (or was found at Open, which syncs).
+	// StoreLogs moves it to last; StoreLogsAsync leaves it to the flusher.
+	durable  uint64
+	flushing bool       // the flusher is in an fdatasync, without mu
+	closed   bool       // Close was called
+	cond     *sync.Cond // on mu: durable moved, a flush ended, or the store failed or closed
+	kick     chan struct{}
+	stop     chan struct{} // closed by Close; nil until the flusher starts
+	flusher  sync.WaitGroup
 }
 
 // fail records err as the store's failure and returns it.
@@ -100,6 +112,28 @@ func (st *Store) fail(err error) error {
 
 // syncDirHook, when set (by tests), replaces syncDir.
 var syncDirHook func(dir string) error
+
+var syncHook atomic.Pointer[func(path string) error]
+
+// SetSyncHook makes every fdatasync of a segment first call hook with the
+// segment's path; an error from hook is returned as the sync's, and the
+// sync not made. For tests of what waits for the disk (nil: no hook).
+func SetSyncHook(hook func(path string) error) {
+	if hook == nil {
+		syncHook.Store(nil)
+		return
+	}
+	syncHook.Store(&hook)
+}
+
+func fdatasync(f *os.File) error {
+	if h := syncHook.Load(); h != nil {
+		if err := (*h)(f.Name()); err != nil {
+			return err
+		}
+	}
+	return datasync(f)
+}
 
 type segment struct {
 	base  uint64 // index of the entry at offs[0]
@@ -122,11 +156,23 @@ func Open(dir string, segSize int64) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	st := &Store{dir: dir, segSize: segSize}
+	st := &Store{dir: dir, segSize: segSize, kick: make(chan struct{}, 1)}
+	st.cond = sync.NewCond(&st.mu)
 	if err := st.load(); err != nil {
 		st.closeFiles()
 		return nil, err
 	}
+	// A process that died between an append and its fdatasync leaves the
+	// records in the page cache, where Open reads them back: sync them
+	// before they count as stored (a follower would otherwise acknowledge
+	// them again without their being on disk).
+	if n := len(st.segs); n > 0 && st.last > 0 {
+		if err := fdatasync(st.segs[n-1].f); err != nil {
+			st.closeFiles()
+			return nil, err
+		}
+	}
+	st.durable = st.last
 	return st, nil
 }
 
@@ -365,7 +411,19 @@ func (st *Store) StoreLog(l *raft.Log) error { return st.StoreLogs([]*raft.Log{l
 
 // StoreLogs appends entries, which must continue the log (or start it when
 // it is empty), and returns once they are on disk.
-func (st *Store) StoreLogs(logs []*raft.Log) error {
+func (st *Store) StoreLogs(logs []*raft.Log) error { return st.store(logs, true) }
+
+// StoreLogsAsync appends entries like StoreLogs but returns once they are
+// written, before they are on disk: GetLog reads them at once, and a
+// flusher goroutine makes them durable with the next fdatasync, which
+// carries every append made while the previous one ran. Durable and
+// WaitDurable tell when. A failed fdatasync fails the store, as in
+// StoreLogs. This is for a Raft leader, which may replicate entries while
+// it writes them (Raft thesis §10.2.1), provided nothing treats them as
+// committed until they are durable here too (see shard's durableLog).
+func (st *Store) StoreLogsAsync(logs []*raft.Log) error { return st.store(logs, false) }
+
+func (st *Store) store(logs []*raft.Log, sync bool) error {
 	if len(logs) == 0 {
 		return nil
 	}
@@ -373,6 +431,9 @@ func (st *Store) StoreLogs(logs []*raft.Log) error {
 	defer st.mu.Unlock()
 	if st.failed != nil {
 		return st.failed
+	}
+	if st.closed {
+		return errClosed
 	}
 	for i, l := range logs {
 		want := logs[0].Index + uint64(i)
@@ -408,7 +469,7 @@ func (st *Store) StoreLogs(logs []*raft.Log) error {
 			seg.alloc = alloc
 		}
 	}
-	if err == nil {
+	if err == nil && sync {
 		err = fdatasync(seg.f)
 	}
 	if err != nil {
@@ -423,7 +484,125 @@ func (st *Store) StoreLogs(logs []*raft.Log) error {
 		st.first = logs[0].Index
 	}
 	st.last = logs[len(logs)-1].Index
+	if sync {
+		// The fdatasync covered the appends before this one too: the
+		// flusher only ever syncs the last segment, and every entry
+		// before it is durable (newSegment).
+		st.setDurable(st.last)
+	} else {
+		st.startFlusher()
+		select {
+		case st.kick <- struct{}{}:
+		default:
+		}
+	}
 	return nil
+}
+
+var errClosed = errors.New("wal: store closed")
+
+func (st *Store) setDurable(i uint64) {
+	if i > st.durable {
+		st.durable = i
+		st.cond.Broadcast()
+	}
+}
+
+// startFlusher starts the goroutine behind StoreLogsAsync; mu is held.
+func (st *Store) startFlusher() {
+	if st.stop != nil {
+		return
+	}
+	st.stop = make(chan struct{})
+	st.flusher.Add(1)
+	go st.flush()
+}
+
+// flush makes asynchronous appends durable: one fdatasync of the last
+// segment at a time, each covering every append made before it started.
+// Operations that change which files hold the log (a new segment,
+// deletions, Close) wait until no fdatasync is running (idleLocked), so the
+// file it syncs still holds the entries up to target when it returns.
+func (st *Store) flush() {
+	defer st.flusher.Done()
+	for {
+		select {
+		case <-st.kick:
+		case <-st.stop:
+			return
+		}
+		st.mu.Lock()
+		for st.failed == nil && !st.closed && st.durable < st.last {
+			target, f := st.last, st.segs[len(st.segs)-1].f
+			st.flushing = true
+			st.mu.Unlock()
+			err := fdatasync(f)
+			st.mu.Lock()
+			st.flushing = false
+			if err != nil {
+				st.fail(fmt.Errorf("append: %w", err))
+			} else {
+				st.setDurable(target)
+			}
+			st.cond.Broadcast()
+		}
+		st.mu.Unlock()
+	}
+}
+
+// idleLocked waits, with mu held, until the flusher is not in an
+// fdatasync.
+func (st *Store) idleLocked() {
+	for st.flushing {
+		st.cond.Wait()
+	}
+}
+
+// Durable returns the last index known to be on disk.
+func (st *Store) Durable() uint64 {
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	return st.durable
+}
+
+// WaitDurable returns once every entry up to index is on disk, or the
+// store's failure, or an error if the log ends before index.
+func (st *Store) WaitDurable(index uint64) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for st.durable < index {
+		switch {
+		case st.failed != nil:
+			return st.failed
+		case st.closed:
+			return errClosed
+		case index > st.last:
+			return fmt.Errorf("wal: entry %d is not in the log (last %d)", index, st.last)
+		}
+		select {
+		case st.kick <- struct{}{}:
+		default:
+		}
+		st.cond.Wait()
+	}
+	return nil
+}
+
+// Flush returns once every entry in the log is on disk.
+func (st *Store) Flush() error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for st.durable < st.last && st.failed == nil {
+		if st.closed {
+			return errClosed
+		}
+		select {
+		case st.kick <- struct{}{}:
+		default:
+		}
+		st.cond.Wait()
+	}
+	return st.failed
 }
 
 // newSegment starts a segment whose first entry is base (the directory is
@@ -439,6 +618,15 @@ func (st *Store) newSegment(base uint64) error {
 		st.segs = st.segs[:n-1]
 	}
 	if n := len(st.segs); n > 0 {
+		// The flusher syncs only the last segment: the old one's
+		// asynchronous appends must be on disk before it stops being last.
+		st.idleLocked()
+		if st.durable < st.last {
+			if err := fdatasync(st.segs[n-1].f); err != nil {
+				return err
+			}
+			st.setDurable(st.last)
+		}
 		// Only the last segment may end in zeros: cut the old one to its
 		// records, durably, before a newer segment exists.
 		if err := st.trim(st.segs[n-1]); err != nil {
@@ -490,6 +678,16 @@ func (st *Store) DeleteRange(min, max uint64) error {
 	if st.first == 0 || max < st.first || min > st.last {
 		return nil
 	}
+	st.idleLocked() // files are cut or removed below
+	defer func() {
+		// A deleted suffix is gone, not pending: durable never exceeds
+		// last, or entries appended again at those indexes would count as
+		// synced before they are.
+		if st.durable > st.last {
+			st.durable = st.last
+		}
+		st.cond.Broadcast()
+	}()
 	var err error
 	switch {
 	case min <= st.first && max >= st.last:
@@ -583,6 +781,20 @@ func (st *Store) deleteSuffix(min uint64) error {
 
 // Close closes the segment files.
 func (st *Store) Close() error {
+	st.mu.Lock()
+	if st.closed {
+		st.mu.Unlock()
+		return nil
+	}
+	st.idleLocked()
+	st.closed = true
+	st.cond.Broadcast()
+	stop := st.stop
+	st.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		st.flusher.Wait()
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return st.closeFiles()
