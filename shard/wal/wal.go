@@ -5,7 +5,9 @@
 // an fdatasync, the meta page, another fdatasync. hashicorp/raft's leader
 // stores its batch before it replicates it and a follower stores it before
 // it answers, so a call waits for four fsyncs in a row; here it waits for
-// two.
+// two, and for one with StoreLogsAsync, which lets a leader write its log
+// while it replicates it (see shard's durable.go for what that asks of the
+// caller).
 //
 // Layout: a directory of segments named by the index of their first entry
 // (%016x.seg), each a sequence of records
