@@ -32,7 +32,10 @@ import (
 //   - the log is synced before the term or vote is stored (durableStable):
 //     a deposed leader's entries are durable before it answers anyone in a
 //     later term, and it only acknowledges entries in a later term;
-//   - configuration changes are stored synchronously, as before.
+//   - entries other than commands (a new leader's no-op, configuration
+//     changes) are stored synchronously, as before: Raft commits earlier
+//     terms' entries only once a quorum holds the no-op, and applies them
+//     without it, so it must be on the leader's disk when counted.
 //
 // If the leader loses power with an entry written but not synced, that entry
 // may be on a follower, counted as committed by a leader that is gone, and
@@ -53,7 +56,13 @@ func (d durableLog) StoreLogs(logs []*raft.Log) error {
 		return d.Store.StoreLogs(logs)
 	}
 	for _, l := range logs {
-		if l.Type == raft.LogConfiguration {
+		if l.Type != raft.LogCommand {
+			// A new leader's no-op above all: Raft commits the entries of
+			// earlier terms once a quorum has it, and they reach the state
+			// machine without it, so the gate there would wait only for
+			// their own indexes, already synced. Synced here, a commit at
+			// or past it is on a quorum's disks. (Configuration changes
+			// and barriers too; they are rare.)
 			return d.Store.StoreLogs(logs)
 		}
 	}

@@ -164,3 +164,57 @@ func TestCommitLimitKeepsPreVote(t *testing.T) {
 }
 
 type noPreVote struct{ raft.Transport }
+
+// A leader writes commands without waiting for the disk, and everything
+// else (its first entry, the no-op that commits earlier terms; configuration
+// changes) synchronously; a follower writes everything synchronously.
+func TestOnlyALeadersCommandsAreAsync(t *testing.T) {
+	stores, err := openRaftStores(t.TempDir(), "wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stores.Close()
+	defer wal.SetSyncHook(nil)
+	index := uint64(0)
+	for _, c := range []struct {
+		leader bool
+		typ    raft.LogType
+		async  bool
+	}{
+		{true, raft.LogCommand, true},
+		{true, raft.LogNoop, false},
+		{true, raft.LogConfiguration, false},
+		{true, raft.LogBarrier, false},
+		{false, raft.LogCommand, false},
+	} {
+		release := make(chan struct{})
+		wal.SetSyncHook(func(string) error { <-release; return nil })
+		leader := c.leader
+		log := durableLog{Store: stores.wal, leader: func() bool { return leader }}
+		index++
+		done := make(chan error, 1)
+		go func(l *raft.Log) { done <- log.StoreLogs([]*raft.Log{l}) }(&raft.Log{Index: index, Term: 1, Type: c.typ})
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !c.async {
+				t.Fatalf("leader %v, %v: returned before its fdatasync", c.leader, c.typ)
+			}
+		case <-time.After(50 * time.Millisecond):
+			if c.async {
+				t.Fatalf("leader %v, %v: waited for its fdatasync", c.leader, c.typ)
+			}
+		}
+		close(release)
+		if !c.async {
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := stores.wal.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

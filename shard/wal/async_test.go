@@ -245,3 +245,84 @@ func TestCloseWithSyncRunning(t *testing.T) {
 		t.Fatal("append after Close succeeded")
 	}
 }
+
+// A segment roll that waits for a running fdatasync must not act on what
+// it read before: a compaction may remove a segment meanwhile. (It indexed
+// a stale segment count and panicked.)
+func TestRollWaitingForASyncRacesCompaction(t *testing.T) {
+	big := func(from, to uint64) []*raft.Log {
+		logs := entries(from, to, 1)
+		for _, l := range logs {
+			l.Data, l.Extensions = make([]byte, 100), nil
+		}
+		return logs
+	}
+	for trial := 0; trial < 20; trial++ {
+		st := open(t, t.TempDir(), 512)
+		for i := uint64(1); i <= 9; i++ {
+			if err := st.StoreLogs(big(i, i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		h := holdSyncs(t)
+		if err := st.StoreLogsAsync(big(10, 12)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the flusher's sync", func() bool { return h.count() >= 1 })
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		wg.Add(2)
+		go func() { defer wg.Done(); errs[0] = st.StoreLogsAsync(big(13, 13)) }()
+		time.Sleep(2 * time.Millisecond)
+		go func() { defer wg.Done(); errs[1] = st.DeleteRange(1, 4) }()
+		time.Sleep(2 * time.Millisecond)
+		h.let()
+		wg.Wait()
+		SetSyncHook(nil)
+		for _, err := range errs {
+			if err != nil {
+				t.Fatalf("trial %d: %v", trial, err)
+			}
+		}
+		if err := st.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if f, _ := st.FirstIndex(); f != 5 {
+			t.Fatalf("trial %d: first index %d after deleting 1-4, want 5", trial, f)
+		}
+		for i := uint64(5); i <= 13; i++ {
+			var l raft.Log
+			if err := st.GetLog(i, &l); err != nil || l.Index != i {
+				t.Fatalf("trial %d: entry %d: %v", trial, i, err)
+			}
+		}
+		st.Close()
+	}
+}
+
+// Open syncs the last segment: a killed process can leave appended records
+// in the page cache only, and they must be on disk before a follower
+// acknowledges them as stored.
+func TestOpenSyncsTheLastSegment(t *testing.T) {
+	dir := t.TempDir()
+	st := open(t, dir, 512)
+	if err := st.StoreLogs(entries(1, 20, 1)); err != nil {
+		t.Fatal(err)
+	}
+	last := st.segs[len(st.segs)-1].path(dir)
+	st.Close()
+	var mu sync.Mutex
+	var synced []string
+	SetSyncHook(func(p string) error { mu.Lock(); synced = append(synced, p); mu.Unlock(); return nil })
+	defer SetSyncHook(nil)
+	st = open(t, dir, 512)
+	defer st.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(synced) != 1 || synced[0] != last {
+		t.Fatalf("Open synced %q, want the last segment %q", synced, last)
+	}
+	if d := st.Durable(); d != 20 {
+		t.Fatalf("Durable %d after Open, want 20", d)
+	}
+}

@@ -39,6 +39,8 @@
 // later one returns the error (fail-stop, as after a failed fsync the page
 // cache may already have dropped the data). Raft carries on with the other
 // replicas; restarting the node reopens the log from what the files hold.
+// (With shard's durable.go in front, the node stops instead: its state
+// machine and its next term change both wait for the log.)
 package wal
 
 import (
@@ -431,6 +433,12 @@ func (st *Store) store(logs []*raft.Log, sync bool) error {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	// Starting a segment, like deleting, waits until no fdatasync runs;
+	// wait before reading anything, since others (a compaction) may change
+	// the log while mu is released for it.
+	for st.flushing && st.needsSegment(logs[0].Index) {
+		st.idleLocked()
+	}
 	if st.failed != nil {
 		return st.failed
 	}
@@ -446,8 +454,7 @@ func (st *Store) store(logs []*raft.Log, sync bool) error {
 			return fmt.Errorf("wal: entry %d does not continue the log (want %d)", l.Index, want)
 		}
 	}
-	if len(st.segs) == 0 || (st.segs[len(st.segs)-1].end >= st.segSize && len(st.segs[len(st.segs)-1].offs) > 0) ||
-		st.last == 0 && st.segs[len(st.segs)-1].base != logs[0].Index {
+	if st.needsSegment(logs[0].Index) {
 		if err := st.newSegment(logs[0].Index); err != nil {
 			return st.fail(err)
 		}
@@ -607,6 +614,17 @@ func (st *Store) Flush() error {
 	return st.failed
 }
 
+// needsSegment reports whether an append starting at index needs a new
+// segment: there is none, the last is full, or the log is empty and the
+// last segment starts elsewhere.
+func (st *Store) needsSegment(index uint64) bool {
+	if len(st.segs) == 0 {
+		return true
+	}
+	seg := st.segs[len(st.segs)-1]
+	return seg.end >= st.segSize && len(seg.offs) > 0 || st.last == 0 && seg.base != index
+}
+
 // newSegment starts a segment whose first entry is base (the directory is
 // synced so the file survives a crash).
 func (st *Store) newSegment(base uint64) error {
@@ -622,7 +640,7 @@ func (st *Store) newSegment(base uint64) error {
 	if n := len(st.segs); n > 0 {
 		// The flusher syncs only the last segment: the old one's
 		// asynchronous appends must be on disk before it stops being last.
-		st.idleLocked()
+		// (store waited for the flusher to be idle, and mu is held since.)
 		if st.durable < st.last {
 			if err := fdatasync(st.segs[n-1].f); err != nil {
 				return err
@@ -674,13 +692,13 @@ func cut(seg *segment, off int64) error {
 func (st *Store) DeleteRange(min, max uint64) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	st.idleLocked() // files are cut or removed below; wait before reading the log
 	if st.failed != nil {
 		return st.failed
 	}
 	if st.first == 0 || max < st.first || min > st.last {
 		return nil
 	}
-	st.idleLocked() // files are cut or removed below
 	defer func() {
 		// A deleted suffix is gone, not pending: durable never exceeds
 		// last, or entries appended again at those indexes would count as
