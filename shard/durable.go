@@ -106,10 +106,11 @@ func isLeader(r *atomic.Pointer[raft.Raft]) func() bool {
 // them without this copy, or skipping them, would both break the state
 // machine.
 func (s *Shard) waitDurable(logs []*raft.Log) {
-	if s.durable == nil || len(logs) == 0 {
+	w := s.store.wal
+	if w == nil || len(logs) == 0 {
 		return
 	}
-	if err := s.durable.WaitDurable(logs[len(logs)-1].Index); err != nil {
+	if err := w.WaitDurable(logs[len(logs)-1].Index); err != nil {
 		panic(fmt.Sprintf("shard %d: raft log: %v", s.cfg.ID, err))
 	}
 }

@@ -106,7 +106,6 @@ type Shard struct {
 	store   *raftStores
 	raft    *raft.Raft
 	raftp   atomic.Pointer[raft.Raft] // raft, for the log store's goroutines
-	durable *wal.Store                // the log, when it is shard/wal's (durable.go)
 	notify  chan bool
 	host    *objectHost
 	verify  *verifier
@@ -172,7 +171,6 @@ func (s *Shard) startRaft() error {
 	s.store = store
 	logStore, stable, trans := store.log, store.stable, s.cfg.Transport
 	if w := store.wal; w != nil {
-		s.durable = w
 		logStore = durableLog{Store: w, leader: isLeader(&s.raftp)}
 		stable = durableStable{StableStore: stable, log: w}
 		trans = limitCommit(trans, w)

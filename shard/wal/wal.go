@@ -436,7 +436,7 @@ func (st *Store) store(logs []*raft.Log, sync bool) error {
 	// Starting a segment, like deleting, waits until no fdatasync runs;
 	// wait before reading anything, since others (a compaction) may change
 	// the log while mu is released for it.
-	for st.flushing && st.needsSegment(logs[0].Index) {
+	if st.needsSegment(logs[0].Index) {
 		st.idleLocked()
 	}
 	if st.failed != nil {
@@ -500,10 +500,7 @@ func (st *Store) store(logs []*raft.Log, sync bool) error {
 		st.setDurable(st.last)
 	} else {
 		st.startFlusher()
-		select {
-		case st.kick <- struct{}{}:
-		default:
-		}
+		st.kickFlusher()
 	}
 	return nil
 }
@@ -579,39 +576,46 @@ func (st *Store) Durable() uint64 {
 func (st *Store) WaitDurable(index uint64) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	for st.durable < index {
-		switch {
-		case st.failed != nil:
+	err := st.waitLocked(func() bool { return st.durable >= index || index > st.last })
+	if err == nil && st.durable < index {
+		return fmt.Errorf("wal: entry %d is not in the log (last %d)", index, st.last)
+	}
+	return err
+}
+
+// Flush returns once every entry in the log is on disk, or the store's
+// failure.
+func (st *Store) Flush() error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := st.waitLocked(func() bool { return st.durable >= st.last }); err != nil {
+		return err
+	}
+	return st.failed
+}
+
+// waitLocked waits, with mu held, until done holds (checked under mu), the
+// store fails or it is closed, keeping the flusher at work meanwhile.
+func (st *Store) waitLocked(done func() bool) error {
+	for !done() {
+		if st.failed != nil {
 			return st.failed
-		case st.closed:
+		}
+		if st.closed {
 			return errClosed
-		case index > st.last:
-			return fmt.Errorf("wal: entry %d is not in the log (last %d)", index, st.last)
 		}
-		select {
-		case st.kick <- struct{}{}:
-		default:
-		}
+		st.kickFlusher()
 		st.cond.Wait()
 	}
 	return nil
 }
 
-// Flush returns once every entry in the log is on disk.
-func (st *Store) Flush() error {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	for st.durable < st.last && st.failed == nil {
-		if st.closed {
-			return errClosed
-		}
-		select {
-		case st.kick <- struct{}{}:
-		default:
-		}
-		st.cond.Wait()
+// kickFlusher asks the flusher to look for appends to sync.
+func (st *Store) kickFlusher() {
+	select {
+	case st.kick <- struct{}{}:
+	default:
 	}
-	return st.failed
 }
 
 // needsSegment reports whether an append starting at index needs a new
@@ -638,20 +642,17 @@ func (st *Store) newSegment(base uint64) error {
 		st.segs = st.segs[:n-1]
 	}
 	if n := len(st.segs); n > 0 {
-		// The flusher syncs only the last segment: the old one's
-		// asynchronous appends must be on disk before it stops being last.
-		// (store waited for the flusher to be idle, and mu is held since.)
-		if st.durable < st.last {
-			if err := fdatasync(st.segs[n-1].f); err != nil {
+		// Only the last segment may end in zeros, and only the last is
+		// synced by the flusher: cut the old one to its records before a
+		// newer segment exists, with an fdatasync that also makes its
+		// asynchronous appends durable. (store waited for the flusher to
+		// be idle, and mu is held since.)
+		if old := st.segs[n-1]; old.alloc != old.end || st.durable < st.last {
+			if err := cut(old, old.end); err != nil {
 				return err
 			}
-			st.setDurable(st.last)
 		}
-		// Only the last segment may end in zeros: cut the old one to its
-		// records, durably, before a newer segment exists.
-		if err := st.trim(st.segs[n-1]); err != nil {
-			return err
-		}
+		st.setDurable(st.last)
 	}
 	p := filepath.Join(st.dir, segName(base))
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_RDWR, filePerm)
@@ -664,14 +665,6 @@ func (st *Store) newSegment(base uint64) error {
 	}
 	st.segs = append(st.segs, &segment{base: base, f: f})
 	return nil
-}
-
-// trim cuts seg's file to its records.
-func (st *Store) trim(seg *segment) error {
-	if seg.alloc == seg.end {
-		return nil
-	}
-	return cut(seg, seg.end)
 }
 
 // cut truncates seg's file at off, durably; off becomes its size.
