@@ -8,59 +8,86 @@ import (
 	"testing"
 	"time"
 
+	"github.com/duro-io/duro"
 	"github.com/duro-io/duro/shard"
 	"github.com/duro-io/duro/shard/shardtest"
 	"github.com/duro-io/duro/shard/wal"
 )
 
-// A leader writes its log while it replicates, so Raft may count an entry
-// committed (on a follower's disk and in the leader's page cache) before the
-// leader's fdatasync ends. The call must not be answered, and no replica may
-// apply the entry, until that fdatasync has: a quorum's disks hold every
-// acknowledged write.
-func TestLeaderAnswersOnlyOnceItsLogIsOnDisk(t *testing.T) {
-	var held atomic.Bool
+// holdSyncs holds every fdatasync of a wal segment under the given
+// directories until let is called (or the test ends).
+type holdSyncs struct {
+	dirs atomic.Value // []string
+	let  func()
+}
+
+func newHoldSyncs(t *testing.T) *holdSyncs {
+	h := &holdSyncs{}
+	h.dirs.Store([]string(nil))
 	release := make(chan struct{})
 	var once sync.Once
-	let := func() { once.Do(func() { held.Store(false); close(release) }) }
-	var leaderDir atomic.Value
-	leaderDir.Store("\x00")
+	h.let = func() { once.Do(func() { h.dirs.Store([]string(nil)); close(release) }) }
 	wal.SetSyncHook(func(path string) error {
-		if held.Load() && strings.HasPrefix(path, leaderDir.Load().(string)) {
-			<-release
+		for _, d := range h.dirs.Load().([]string) {
+			if strings.HasPrefix(path, d) {
+				<-release
+			}
 		}
 		return nil
 	})
 	t.Cleanup(func() { wal.SetSyncHook(nil) }) // after the cluster closes
+	return h
+}
 
-	c := shardtest.NewWithOptions(t, shardtest.Options{Nodes: 3, Shards: 1, LogStore: "wal"})
-	t.Cleanup(let) // before the cluster closes: closing waits for held syncs
-	leader := c.LeaderOf(0)
-	id := c.ObjectIn(shardtest.CounterNamespace, 0, "durable")
+func (h *holdSyncs) hold(dirs ...string) {
+	var ds []string
+	for _, d := range dirs {
+		ds = append(ds, d+"/")
+	}
+	h.dirs.Store(ds)
+}
+
+// durableCluster is a 3-node, 1-shard cluster on the wal log store, its
+// leader, followers, and an object already incremented once.
+func durableCluster(t *testing.T, h *holdSyncs) (c *shardtest.Cluster, leader int, followers []int, id duro.ID) {
+	c = shardtest.NewWithOptions(t, shardtest.Options{Nodes: 3, Shards: 1, LogStore: "wal"})
+	t.Cleanup(h.let) // before the cluster closes: closing waits for held syncs
+	leader = c.LeaderOf(0)
+	id = c.ObjectIn(shardtest.CounterNamespace, 0, "durable")
 	if got := mustInt(t, c.Call(callCtx(t), leader, shardtest.Increment(id, 1))); got != 1 {
 		t.Fatalf("first increment returned %d", got)
 	}
-	var followers []int
+	applied := c.Shard(leader, 0).Raft().LastIndex()
 	for i := 0; i < c.Nodes(); i++ {
 		if i != leader {
 			followers = append(followers, i)
 		}
+		s := c.Shard(i, 0)
+		c.Eventually(t, func() bool { return s.Machine().Applied() >= applied }, 10*time.Second)
 	}
+	return c, leader, followers, id
+}
+
+// A leader writes its log while it replicates, so Raft counts an entry
+// committed once one follower has it (on that follower's disk, and in the
+// leader's page cache). The call must not be answered, and no replica may
+// apply the entry, until a quorum's disks hold it: here, with the leader's
+// sync and one follower's held, until they are released.
+func TestAnsweredOnlyOnceAQuorumHasItOnDisk(t *testing.T) {
+	h := newHoldSyncs(t)
+	c, leader, followers, id := durableCluster(t, h)
 	lr := c.Shard(leader, 0).Raft()
 	before := lr.LastIndex()
-	leaderDir.Store(c.Dir(leader) + "/")
-	held.Store(true)
+	h.hold(c.Dir(leader), c.Dir(followers[0]))
 
 	res := make(chan shard.Result, 1)
 	go func() { res <- c.Call(callCtx(t), leader, shardtest.Increment(id, 1)) }()
 	c.Eventually(t, func() bool { return lr.LastIndex() > before }, 10*time.Second)
 	entry := lr.LastIndex()
-	// Both followers store it, and Raft on the leader counts it committed,
-	// with the leader's own sync still held.
-	for _, f := range followers {
-		fr := c.Shard(f, 0).Raft()
-		c.Eventually(t, func() bool { return fr.LastIndex() >= entry }, 10*time.Second)
-	}
+	// The free follower stores it, and Raft on the leader counts it
+	// committed, with only that follower's copy on disk.
+	fr := c.Shard(followers[1], 0).Raft()
+	c.Eventually(t, func() bool { return fr.LastIndex() >= entry }, 10*time.Second)
 	c.Eventually(t, func() bool {
 		n, _ := strconv.ParseUint(lr.Stats()["commit_index"], 10, 64)
 		return n >= entry
@@ -68,22 +95,42 @@ func TestLeaderAnswersOnlyOnceItsLogIsOnDisk(t *testing.T) {
 
 	select {
 	case r := <-res:
-		t.Fatalf("the call was answered (%+v) before the leader's log was on disk", r)
+		t.Fatalf("the call was answered (%+v) with its entry on one disk of three", r)
 	case <-time.After(200 * time.Millisecond):
 	}
 	for i := 0; i < c.Nodes(); i++ {
 		if a := c.Shard(i, 0).Machine().Applied(); a >= entry {
-			t.Fatalf("node %d applied up to %d, past entry %d, which is not on the leader's disk", i, a, entry)
+			t.Fatalf("node %d applied up to %d, past entry %d, which is on one disk of three", i, a, entry)
 		}
 		if got := appliedCounter(t, c.Shard(i, 0), id); got != 1 {
-			t.Fatalf("node %d's applied counter is %d before the leader's sync, want 1", i, got)
+			t.Fatalf("node %d's applied counter is %d with the entry on one disk, want 1", i, got)
 		}
 	}
 
-	let()
+	h.let()
 	if got := mustInt(t, <-res); got != 2 {
 		t.Fatalf("second increment returned %d, want 2", got)
 	}
+	for i := 0; i < c.Nodes(); i++ {
+		s := c.Shard(i, 0)
+		c.Eventually(t, func() bool { return s.Machine().Applied() >= entry }, 10*time.Second)
+		if got := appliedCounter(t, s, id); got != 2 {
+			t.Fatalf("node %d's applied counter is %d, want 2", i, got)
+		}
+	}
+}
+
+// Two followers' disks are a quorum of three: a leader whose own sync is
+// held still answers, and its followers apply, once both have acknowledged
+// the entry. (The leader syncs its log lazily for that reason.)
+func TestFollowersDisksAreAQuorum(t *testing.T) {
+	h := newHoldSyncs(t)
+	c, leader, _, id := durableCluster(t, h)
+	h.hold(c.Dir(leader))
+	if got := mustInt(t, c.Call(callCtx(t), leader, shardtest.Increment(id, 1))); got != 2 {
+		t.Fatalf("second increment returned %d, want 2", got)
+	}
+	entry := c.Shard(leader, 0).Raft().LastIndex()
 	for i := 0; i < c.Nodes(); i++ {
 		s := c.Shard(i, 0)
 		c.Eventually(t, func() bool { return s.Machine().Applied() >= entry }, 10*time.Second)

@@ -152,13 +152,13 @@ func TestStableStoreWaitsForTheLog(t *testing.T) {
 	}
 }
 
-// The commit limit keeps the transport's pre-vote support as it was.
-func TestCommitLimitKeepsPreVote(t *testing.T) {
+// The durability wrapper keeps the transport's pre-vote support as it was.
+func TestDurableTransportKeepsPreVote(t *testing.T) {
 	_, inmem := raft.NewInmemTransport("a")
-	if _, ok := limitCommit(inmem, nil).(raft.WithPreVote); !ok {
+	if _, ok := durableTransports(inmem, nil, &followerAcks{}, nil).(raft.WithPreVote); !ok {
 		t.Fatal("pre-vote support lost")
 	}
-	if _, ok := limitCommit(noPreVote{inmem}, nil).(raft.WithPreVote); ok {
+	if _, ok := durableTransports(noPreVote{inmem}, nil, &followerAcks{}, nil).(raft.WithPreVote); ok {
 		t.Fatal("pre-vote support claimed for a transport without it")
 	}
 }

@@ -106,6 +106,7 @@ type Shard struct {
 	store   *raftStores
 	raft    *raft.Raft
 	raftp   atomic.Pointer[raft.Raft] // raft, for the log store's goroutines
+	acks    followerAcks              // on a leader: how far followers have their logs on disk
 	notify  chan bool
 	host    *objectHost
 	verify  *verifier
@@ -173,7 +174,8 @@ func (s *Shard) startRaft() error {
 	if w := store.wal; w != nil {
 		logStore = durableLog{Store: w, leader: isLeader(&s.raftp)}
 		stable = durableStable{StableStore: stable, log: w}
-		trans = limitCommit(trans, w)
+		trans = durableTransports(trans, w, &s.acks, s.quorum)
+		w.SetLazy(lazySync)
 	}
 	logs, err := raft.NewLogCache(1024, logStore)
 	if err != nil {

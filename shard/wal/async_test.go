@@ -326,3 +326,88 @@ func TestOpenSyncsTheLastSegment(t *testing.T) {
 		t.Fatalf("Durable %d after Open, want 20", d)
 	}
 }
+
+// With SetLazy, an asynchronous append waits for its sync until the delay
+// is up, and one sync then covers every append made meanwhile; anything
+// that waits for an entry has it synced at once.
+func TestLazyAppendsShareASync(t *testing.T) {
+	st, err := Open(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	h := holdSyncs(t)
+	h.let() // count, do not hold
+	st.SetLazy(time.Hour)
+	for i := uint64(1); i <= 5; i++ {
+		if err := st.StoreLogsAsync(entries(i, i, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := h.count(); n != 0 {
+		t.Fatalf("%d syncs of lazy appends before anything waited for them", n)
+	}
+	if err := st.WaitDurable(3); err != nil { // would wait an hour without a sync now
+		t.Fatal(err)
+	}
+	if d := st.Durable(); d != 5 {
+		t.Fatalf("Durable %d after waiting for 3, want 5: one sync covers every append before it", d)
+	}
+	if n := h.count(); n != 1 {
+		t.Fatalf("%d syncs for five appends, want 1", n)
+	}
+
+	// A short delay syncs by itself; Changed reports it.
+	st.SetLazy(10 * time.Millisecond)
+	d, changed := st.Changed()
+	if err := st.StoreLogsAsync(entries(6, 7, 1)); err != nil {
+		t.Fatal(err)
+	}
+	for d < 7 {
+		select {
+		case <-changed:
+		case <-time.After(10 * time.Second): // a hang, not a speed limit
+			t.Fatalf("a lazy append was not synced after its delay (durable %d)", d)
+		}
+		d, changed = st.Changed()
+	}
+}
+
+// Changed's channel is closed, not left waiting, once the store fails or
+// closes.
+func TestChangedEndsWithTheStore(t *testing.T) {
+	st, err := Open(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := holdSyncs(t)
+	h.mu.Lock()
+	h.fail = errors.New("disk gone")
+	h.mu.Unlock()
+	_, changed := st.Changed()
+	if err := st.StoreLogsAsync(entries(1, 1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	h.let()
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Changed's channel stayed open after the store failed")
+	}
+	if d := st.Durable(); d != 0 {
+		t.Fatalf("Durable %d after a failed sync", d)
+	}
+	st.Close()
+
+	st2, err := Open(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, changed = st2.Changed()
+	st2.Close()
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Changed's channel stayed open after Close")
+	}
+}

@@ -104,14 +104,55 @@ type Store struct {
 	kick     chan struct{}
 	stop     chan struct{} // closed by Close; nil until the flusher starts
 	flusher  sync.WaitGroup
+
+	// lazy, when set, is how long an asynchronous append may wait for its
+	// sync unless something waits for it first (SetLazy).
+	lazy      time.Duration
+	lazyTimer *time.Timer   // armed: a sync is due for appends made since the last
+	changed   chan struct{} // closed when durable moves, or the store fails or closes
 }
 
 // fail records err as the store's failure and returns it.
 func (st *Store) fail(err error) error {
 	if st.failed == nil {
 		st.failed = fmt.Errorf("wal: %s: stopped after a failed write (restart to recover): %w", st.dir, err)
+		st.notifyLocked()
 	}
 	return st.failed
+}
+
+// notifyLocked wakes those waiting on Changed; mu is held.
+func (st *Store) notifyLocked() {
+	if st.changed != nil {
+		close(st.changed)
+		st.changed = nil
+	}
+}
+
+// Changed returns the durable index and a channel closed once it moves, or
+// the store fails or closes: a wait that also watches other things.
+func (st *Store) Changed() (uint64, <-chan struct{}) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.failed != nil || st.closed {
+		done := make(chan struct{})
+		close(done)
+		return st.durable, done
+	}
+	if st.changed == nil {
+		st.changed = make(chan struct{})
+	}
+	return st.durable, st.changed
+}
+
+// SetLazy lets asynchronous appends wait up to d for their sync: one sync
+// then covers every append of that time. Anything that waits for an entry
+// (WaitDurable, Flush, a synchronous append) syncs at once. 0, the
+// default, syncs as soon as the last sync ends.
+func (st *Store) SetLazy(d time.Duration) {
+	st.mu.Lock()
+	st.lazy = d
+	st.mu.Unlock()
 }
 
 // syncDirHook, when set (by tests), replaces syncDir.
@@ -500,9 +541,23 @@ func (st *Store) store(logs []*raft.Log, sync bool) error {
 		st.setDurable(st.last)
 	} else {
 		st.startFlusher()
-		st.kickFlusher()
+		if st.lazy > 0 {
+			if st.lazyTimer == nil {
+				st.lazyTimer = time.AfterFunc(st.lazy, st.lazyDue)
+			}
+		} else {
+			st.kickFlusher()
+		}
 	}
 	return nil
+}
+
+// lazyDue starts the sync a lazy append was left waiting for.
+func (st *Store) lazyDue() {
+	st.mu.Lock()
+	st.lazyTimer = nil
+	st.kickFlusher()
+	st.mu.Unlock()
 }
 
 var errClosed = errors.New("wal: store closed")
@@ -511,6 +566,12 @@ func (st *Store) setDurable(i uint64) {
 	if i > st.durable {
 		st.durable = i
 		st.cond.Broadcast()
+		st.notifyLocked()
+	}
+	if st.durable >= st.last && st.lazyTimer != nil {
+		// Nothing left for the lazy sync: the next append arms it anew.
+		st.lazyTimer.Stop()
+		st.lazyTimer = nil
 	}
 }
 
@@ -700,6 +761,7 @@ func (st *Store) DeleteRange(min, max uint64) error {
 			st.durable = st.last
 		}
 		st.cond.Broadcast()
+		st.notifyLocked()
 	}()
 	var err error
 	switch {
@@ -802,6 +864,10 @@ func (st *Store) Close() error {
 	st.idleLocked()
 	st.closed = true
 	st.cond.Broadcast()
+	st.notifyLocked()
+	if st.lazyTimer != nil {
+		st.lazyTimer.Stop()
+	}
 	stop := st.stop
 	st.mu.Unlock()
 	if stop != nil {
