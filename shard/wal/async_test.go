@@ -411,3 +411,27 @@ func TestChangedEndsWithTheStore(t *testing.T) {
 		t.Fatal("Changed's channel stayed open after Close")
 	}
 }
+
+// Close syncs appends still waiting for their sync (a lazy leader's), so a
+// clean shutdown leaves the whole log on disk.
+func TestCloseSyncsLazyAppends(t *testing.T) {
+	st := open(t, t.TempDir(), 0)
+	h := holdSyncs(t)
+	h.let() // count, do not hold
+	st.SetLazy(time.Hour)
+	if err := st.StoreLogsAsync(entries(1, 4, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.count(); n != 0 {
+		t.Fatalf("%d syncs before Close", n)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.count(); n != 1 {
+		t.Fatalf("Close made %d syncs of 4 lazy appends, want 1", n)
+	}
+	if d := st.Durable(); d != 4 {
+		t.Fatalf("Durable %d after Close, want 4", d)
+	}
+}

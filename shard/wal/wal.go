@@ -862,6 +862,14 @@ func (st *Store) Close() error {
 		return nil
 	}
 	st.idleLocked()
+	var syncErr error
+	if st.failed == nil && st.durable < st.last {
+		// Appends still waiting for their sync (a lazy leader's): a
+		// clean shutdown leaves the whole log on disk.
+		if syncErr = fdatasync(st.segs[len(st.segs)-1].f); syncErr == nil {
+			st.setDurable(st.last)
+		}
+	}
 	st.closed = true
 	st.cond.Broadcast()
 	st.notifyLocked()
@@ -876,7 +884,10 @@ func (st *Store) Close() error {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.closeFiles()
+	if err := st.closeFiles(); err != nil {
+		return err
+	}
+	return syncErr
 }
 
 func (st *Store) closeFiles() error {
