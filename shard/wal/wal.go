@@ -116,6 +116,10 @@ type Store struct {
 func (st *Store) fail(err error) error {
 	if st.failed == nil {
 		st.failed = fmt.Errorf("wal: %s: stopped after a failed write (restart to recover): %w", st.dir, err)
+		// Wake every waiter: one that kicked the flusher just before a
+		// synchronous append failed would otherwise sleep until Close,
+		// which shutdown reaches only after it.
+		st.cond.Broadcast()
 		st.notifyLocked()
 	}
 	return st.failed
