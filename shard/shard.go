@@ -215,6 +215,24 @@ func (s *Shard) startRaft() error {
 			return fmt.Errorf("restore snapshot %s: %w", list[0].ID, err)
 		}
 	}
+	// A leader's log syncs lazily (durable.go), and its snapshots follow
+	// its state machine, which may apply what followers' disks hold before
+	// its own does: a power cut can leave the newest snapshot past the end
+	// of the log. Raft takes the snapshot's index as its last, and shard/wal
+	// refuses an append that does not continue the log, so drop the log,
+	// all of it below the snapshot: the next entry may then have any index.
+	if w := store.wal; w != nil {
+		if list, err := snaps.List(); err == nil && len(list) > 0 {
+			first, _ := w.FirstIndex()
+			last, _ := w.LastIndex()
+			if last != 0 && last < list[0].Index {
+				s.log.Warn("raft log ends before the newest snapshot; dropping it", "last", last, "snapshot", list[0].Index)
+				if err := w.DeleteRange(first, last); err != nil {
+					return fmt.Errorf("drop raft log behind snapshot %s: %w", list[0].ID, err)
+				}
+			}
+		}
+	}
 	existing, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		return err
