@@ -164,7 +164,8 @@ func (s *Shard) quorumDurable(w *wal.Store, idx uint64) bool {
 		if !ok {
 			return false
 		}
-		acked, live, ackChanged := s.acks.state(q)
+		ackChanged := s.acks.next()
+		acked, live := s.acks.state(q)
 		if acked >= idx {
 			return true
 		}
@@ -247,19 +248,25 @@ func (a *followerAcks) record(id raft.ServerID, term, index uint64) {
 	}
 }
 
-// state returns the highest index acknowledged in q.term by enough
-// followers to be a majority of q.voters without this node; whether that
-// many followers answered within liveWithin; and a channel closed at the
-// next acknowledgement.
-func (a *followerAcks) state(q quorum) (acked uint64, live bool, changed <-chan struct{}) {
-	need := len(q.voters)/2 + 1
+// next returns a channel closed at the next acknowledgement.
+func (a *followerAcks) next() <-chan struct{} {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.changed == nil {
 		a.changed = make(chan struct{})
 	}
+	return a.changed
+}
+
+// state returns the highest index acknowledged in q.term by enough
+// followers to be a majority of q.voters without this node, and whether
+// that many followers answered within liveWithin.
+func (a *followerAcks) state(q quorum) (acked uint64, live bool) {
+	need := len(q.voters)/2 + 1
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if a.term != q.term {
-		return 0, false, a.changed
+		return 0, false
 	}
 	var idx [8]uint64
 	acks := idx[:0]
@@ -276,10 +283,10 @@ func (a *followerAcks) state(q quorum) (acked uint64, live bool, changed <-chan 
 		}
 	}
 	if len(acks) < need {
-		return 0, false, a.changed
+		return 0, false
 	}
 	slices.Sort(acks)
-	return acks[len(acks)-need], recent >= need, a.changed
+	return acks[len(acks)-need], recent >= need
 }
 
 // durableTransport is the shard's Raft transport with what a log written
@@ -313,7 +320,7 @@ func (c durableTransport) limit(req *raft.AppendEntriesRequest) {
 		return
 	}
 	if q, ok := c.quorum(); ok && q.term == req.Term {
-		acked, _, _ := c.acks.state(q)
+		acked, _ := c.acks.state(q)
 		d = max(d, acked)
 	}
 	req.LeaderCommitIndex = min(req.LeaderCommitIndex, d)

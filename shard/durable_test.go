@@ -71,6 +71,19 @@ func durableCluster(t *testing.T, h *holdSyncs) (c *shardtest.Cluster, leader in
 	return c, leader, followers, id
 }
 
+// allApplied waits until every node has applied entry and checks that its
+// counter id reads want.
+func allApplied(t *testing.T, c *shardtest.Cluster, id duro.ID, entry uint64, want int64) {
+	t.Helper()
+	for i := 0; i < c.Nodes(); i++ {
+		s := c.Shard(i, 0)
+		c.Eventually(t, func() bool { return s.Machine().Applied() >= entry }, 10*time.Second)
+		if got := appliedCounter(t, s, id); got != want {
+			t.Fatalf("node %d's applied counter is %d, want %d", i, got, want)
+		}
+	}
+}
+
 // A leader writes its log while it replicates, so Raft counts an entry
 // committed once one follower has it (on that follower's disk, and in the
 // leader's page cache). The call must not be answered, and no replica may
@@ -114,13 +127,7 @@ func TestAnsweredOnlyOnceAQuorumHasItOnDisk(t *testing.T) {
 	if got := mustInt(t, <-res); got != 2 {
 		t.Fatalf("second increment returned %d, want 2", got)
 	}
-	for i := 0; i < c.Nodes(); i++ {
-		s := c.Shard(i, 0)
-		c.Eventually(t, func() bool { return s.Machine().Applied() >= entry }, 10*time.Second)
-		if got := appliedCounter(t, s, id); got != 2 {
-			t.Fatalf("node %d's applied counter is %d, want 2", i, got)
-		}
-	}
+	allApplied(t, c, id, entry, 2)
 }
 
 // Two followers' disks are a quorum of three: a leader whose own sync is
@@ -134,13 +141,7 @@ func TestFollowersDisksAreAQuorum(t *testing.T) {
 		t.Fatalf("second increment returned %d, want 2", got)
 	}
 	entry := c.Shard(leader, 0).Raft().LastIndex()
-	for i := 0; i < c.Nodes(); i++ {
-		s := c.Shard(i, 0)
-		c.Eventually(t, func() bool { return s.Machine().Applied() >= entry }, 10*time.Second)
-		if got := appliedCounter(t, s, id); got != 2 {
-			t.Fatalf("node %d's applied counter is %d, want 2", i, got)
-		}
-	}
+	allApplied(t, c, id, entry, 2)
 }
 
 // A power cut can leave a leader's newest snapshot past the end of its log

@@ -202,33 +202,36 @@ func (s *Shard) startRaft() error {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return err
 	}
-	// If the state machine is behind the newest snapshot (its file was lost
-	// or replaced), restore that snapshot first: the log before it is gone.
-	if list, err := snaps.List(); err == nil && len(list) > 0 && list[0].Index > s.machine.Applied() {
-		_, rd, err := snaps.Open(list[0].ID)
-		if err != nil {
-			return fmt.Errorf("open snapshot %s: %w", list[0].ID, err)
+	if list, err := snaps.List(); err == nil && len(list) > 0 {
+		newest := list[0]
+		// If the state machine is behind the newest snapshot (its file was
+		// lost or replaced), restore that snapshot first: the log before it
+		// is gone.
+		if newest.Index > s.machine.Applied() {
+			_, rd, err := snaps.Open(newest.ID)
+			if err != nil {
+				return fmt.Errorf("open snapshot %s: %w", newest.ID, err)
+			}
+			err = s.machine.Restore(rd)
+			rd.Close()
+			if err != nil {
+				return fmt.Errorf("restore snapshot %s: %w", newest.ID, err)
+			}
 		}
-		err = s.machine.Restore(rd)
-		rd.Close()
-		if err != nil {
-			return fmt.Errorf("restore snapshot %s: %w", list[0].ID, err)
-		}
-	}
-	// A leader's log syncs lazily (durable.go), and its snapshots follow
-	// its state machine, which may apply what followers' disks hold before
-	// its own does: a power cut can leave the newest snapshot past the end
-	// of the log. Raft takes the snapshot's index as its last, and shard/wal
-	// refuses an append that does not continue the log, so drop the log,
-	// all of it below the snapshot: the next entry may then have any index.
-	if w := store.wal; w != nil {
-		if list, err := snaps.List(); err == nil && len(list) > 0 {
+		// A leader's log syncs lazily (durable.go), and its snapshots follow
+		// its state machine, which may apply what followers' disks hold
+		// before its own does: a power cut can leave the newest snapshot past
+		// the end of the log. Raft takes the snapshot's index as its last,
+		// and shard/wal refuses an append that does not continue the log, so
+		// drop the log, all of it below the snapshot: the next entry may then
+		// have any index.
+		if w := store.wal; w != nil {
 			first, _ := w.FirstIndex()
 			last, _ := w.LastIndex()
-			if last != 0 && last < list[0].Index {
-				s.log.Warn("raft log ends before the newest snapshot; dropping it", "last", last, "snapshot", list[0].Index)
+			if last != 0 && last < newest.Index {
+				s.log.Warn("raft log ends before the newest snapshot; dropping it", "last", last, "snapshot", newest.Index)
 				if err := w.DeleteRange(first, last); err != nil {
-					return fmt.Errorf("drop raft log behind snapshot %s: %w", list[0].ID, err)
+					return fmt.Errorf("drop raft log behind snapshot %s: %w", newest.ID, err)
 				}
 			}
 		}

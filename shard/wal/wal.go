@@ -125,6 +125,9 @@ func (st *Store) fail(err error) error {
 	return st.failed
 }
 
+// closedChan is what Changed returns once nothing will change again.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
 // notifyLocked wakes those waiting on Changed; mu is held.
 func (st *Store) notifyLocked() {
 	if st.changed != nil {
@@ -139,9 +142,7 @@ func (st *Store) Changed() (uint64, <-chan struct{}) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.failed != nil || st.closed {
-		done := make(chan struct{})
-		close(done)
-		return st.durable, done
+		return st.durable, closedChan
 	}
 	if st.changed == nil {
 		st.changed = make(chan struct{})
