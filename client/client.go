@@ -138,7 +138,8 @@ func (c *Client) conn(addr string) (*nodeConn, error) {
 	if nc := c.conns[addr]; nc != nil {
 		return nc, nil
 	}
-	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, c.opts.dialOpts...)
+	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(streamWindow)}, c.opts.dialOpts...)
 	cc, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, err
@@ -287,3 +288,9 @@ func (s *Stub) Call(ctx context.Context, method string, arg, out any) error {
 	}
 	return nil
 }
+
+// streamWindow is the HTTP/2 flow-control window of a connection and of
+// each stream on it. A fixed window turns off gRPC's bandwidth estimation,
+// which under steady load sends a PING, and waits for its answer, every
+// round trip on every connection.
+const streamWindow = 1 << 20

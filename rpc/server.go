@@ -60,7 +60,8 @@ type Server struct {
 
 // NewServer builds the server; Serve starts it.
 func NewServer(cfg ServerConfig) *Server {
-	s := &Server{cfg: cfg, grpc: grpc.NewServer(grpc.MaxRecvMsgSize(16 << 20)), health: health.NewServer(), stopping: make(chan struct{})}
+	s := &Server{cfg: cfg, grpc: grpc.NewServer(grpc.MaxRecvMsgSize(16<<20),
+		grpc.InitialWindowSize(1<<20), grpc.InitialConnWindowSize(1<<20)), health: health.NewServer(), stopping: make(chan struct{})}
 	pb.RegisterObjectsServer(s.grpc, s)
 	pb.RegisterAdminServer(s.grpc, s)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
