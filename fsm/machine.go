@@ -171,12 +171,23 @@ func (m *Machine) Close() error {
 // rebuilt from the newest snapshot and the log.
 func (m *Machine) Discarded() bool { return m.discarded }
 
-func getU64(b *bolt.Bucket, k []byte) uint64 {
-	v := b.Get(k)
+func getU64(b *bolt.Bucket, k []byte) uint64 { return u64Of(b.Get(k)) }
+
+func u64Of(v []byte) uint64 {
 	if len(v) != 8 {
 		return 0
 	}
 	return binary.BigEndian.Uint64(v)
+}
+
+// get is Bucket.Get through a cursor of the bucket, which it repositions:
+// the value of key, or nil. Seek starts from the bucket's root whatever the
+// cursor did before, so it sees every change the transaction made.
+func get(c *bolt.Cursor, key []byte) []byte {
+	if k, v := c.Seek(key); bytes.Equal(k, key) {
+		return v
+	}
+	return nil
 }
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
@@ -337,13 +348,17 @@ func (m *Machine) apply(logs []*raft.Log, deferred bool) []any {
 type batch struct {
 	tx                                 *bolt.Tx
 	meta, data, version, sess, clients *bolt.Bucket
-	epoch                              uint64
-	lastExpiry                         int64
+	// Cursors the batch's lookups reuse: Bucket.Get makes a cursor, and
+	// grows its path, on every call.
+	versionCur, sessCur, clientsCur *bolt.Cursor
+	epoch                           uint64
+	lastExpiry                      int64
 }
 
 func newBatch(tx *bolt.Tx) *batch {
 	b := &batch{tx: tx, meta: tx.Bucket(bucketMeta), data: tx.Bucket(bucketData), version: tx.Bucket(bucketVersion),
 		sess: tx.Bucket(bucketSess), clients: tx.Bucket(bucketClients)}
+	b.versionCur, b.sessCur, b.clientsCur = b.version.Cursor(), b.sess.Cursor(), b.clients.Cursor()
 	b.epoch = getU64(b.meta, keyEpoch)
 	b.lastExpiry = int64(getU64(b.meta, keyLastExpiry))
 	return b
@@ -400,11 +415,10 @@ func sessKey(c ClientID, seq uint64) []byte {
 }
 
 func (m *Machine) applyCall(b *batch, c *Call) (*Result, error) {
-	sess, clients := b.sess, b.clients
 	hasSession := c.Client != ClientID{}
 	var acked uint64 // the client's watermark before this call
 	if hasSession {
-		st, reply, low := lookupSession(sess, clients, c.Client, c.Seq)
+		st, reply, low := lookupSession(b.sessCur, b.clientsCur, c.Client, c.Seq)
 		if st != 0 {
 			return &Result{Status: st, Reply: reply, Reason: "sequence already acknowledged"}, nil
 		}
@@ -414,7 +428,7 @@ func (m *Machine) applyCall(b *batch, c *Call) (*Result, error) {
 		return &Result{Status: Rejected, Reason: fmt.Sprintf("stale epoch %d, shard is at epoch %d", c.Epoch, e)}, nil
 	}
 	vb := b.version
-	ver := getU64(vb, c.Object[:])
+	ver := u64Of(get(b.versionCur, c.Object[:]))
 	if c.BaseVersion != ver {
 		return &Result{Status: Rejected, Reason: fmt.Sprintf("object version %d, call was run on version %d", ver, c.BaseVersion)}, nil
 	}
@@ -443,7 +457,7 @@ func (m *Machine) applyCall(b *batch, c *Call) (*Result, error) {
 		return nil, err
 	}
 	if hasSession {
-		if err := recordSession(sess, clients, c, acked); err != nil {
+		if err := recordSession(b.sess, b.sessCur, b.clients, c, acked); err != nil {
 			return nil, err
 		}
 	}
@@ -453,17 +467,17 @@ func (m *Machine) applyCall(b *batch, c *Call) (*Result, error) {
 // sessionLookup returns Duplicate and the reply if (client, seq) was applied,
 // Rejected if seq is below the client's acknowledged watermark, or 0.
 func sessionLookup(sess, clients *bolt.Bucket, c ClientID, seq uint64) (Status, []byte) {
-	st, reply, _ := lookupSession(sess, clients, c, seq)
+	st, reply, _ := lookupSession(sess.Cursor(), clients.Cursor(), c, seq)
 	return st, reply
 }
 
 // lookupSession is sessionLookup that also returns the client's watermark
 // (0 for a client without one), which recordSession needs.
-func lookupSession(sess, clients *bolt.Bucket, c ClientID, seq uint64) (st Status, reply []byte, low uint64) {
-	if v := sess.Get(sessKey(c, seq)); v != nil {
+func lookupSession(sess, clients *bolt.Cursor, c ClientID, seq uint64) (st Status, reply []byte, low uint64) {
+	if v := get(sess, sessKey(c, seq)); v != nil {
 		return Duplicate, append([]byte(nil), v[8:]...), 0
 	}
-	if v := clients.Get(c[:]); len(v) == 16 {
+	if v := get(clients, c[:]); len(v) == 16 {
 		low = binary.BigEndian.Uint64(v)
 	}
 	if seq < low {
@@ -474,7 +488,7 @@ func lookupSession(sess, clients *bolt.Bucket, c ClientID, seq uint64) (st Statu
 
 // recordSession stores the reply of c and moves its client's watermark up to
 // c.AckedBelow; low is the watermark before c (lookupSession's).
-func recordSession(sess, clients *bolt.Bucket, c *Call, low uint64) error {
+func recordSession(sess *bolt.Bucket, cur *bolt.Cursor, clients *bolt.Bucket, c *Call, low uint64) error {
 	v := binary.BigEndian.AppendUint64(nil, uint64(c.Time))
 	if err := sess.Put(sessKey(c.Client, c.Seq), append(v, c.Reply...)); err != nil {
 		return err
@@ -484,7 +498,6 @@ func recordSession(sess, clients *bolt.Bucket, c *Call, low uint64) error {
 		// Cursor.Delete followed by Next skips a key when the leaf was already
 		// modified in this transaction, which depends on how entries were
 		// batched into transactions, so replicas would prune differently.
-		cur := sess.Cursor()
 		var drop [][]byte
 		for k, _ := cur.Seek(sessKey(c.Client, low)); k != nil && bytes.HasPrefix(k, c.Client[:]); k, _ = cur.Next() {
 			if binary.BigEndian.Uint64(k[16:]) >= c.AckedBelow {
