@@ -211,7 +211,7 @@ func (t *appendTransport) serve(c net.Conn) {
 		}
 		out = encodeAppendResponse(out[:0], errText, ar)
 		c.SetWriteDeadline(time.Now().Add(t.timeout))
-		if _, err := c.Write(out); err != nil {
+		if _, err := writeConn(c, out); err != nil {
 			return
 		}
 	}
@@ -345,7 +345,7 @@ func (t *appendTransport) AppendEntries(id raft.ServerID, target raft.ServerAddr
 	}
 	ac.c.SetDeadline(time.Now().Add(t.timeout))
 	ac.buf = encodeAppendRequest(ac.buf[:0], args)
-	if _, err := ac.c.Write(ac.buf); err != nil {
+	if _, err := writeConn(ac.c, ac.buf); err != nil {
 		t.untrack(ac.c)
 		return err
 	}
@@ -473,7 +473,7 @@ func (p *appendPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *ra
 	f := &appendFuture{start: time.Now(), req: args, resp: resp}
 	p.ac.buf = encodeAppendRequest(p.ac.buf[:0], args)
 	p.ac.c.SetWriteDeadline(time.Now().Add(p.t.timeout))
-	if _, err := p.ac.c.Write(p.ac.buf); err != nil {
+	if _, err := writeConn(p.ac.c, p.ac.buf); err != nil {
 		p.fail(err)
 		return nil, err
 	}
