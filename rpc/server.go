@@ -58,7 +58,9 @@ type Server struct {
 	stopOnce sync.Once
 }
 
-// NewServer builds the server; Serve starts it.
+// NewServer builds the server; Serve starts it. Its HTTP/2 windows are fixed
+// (1 MiB), as the SDK's are: that turns off gRPC's bandwidth probe, a PING
+// and its answer every round trip on every busy connection.
 func NewServer(cfg ServerConfig) *Server {
 	s := &Server{cfg: cfg, grpc: grpc.NewServer(grpc.MaxRecvMsgSize(16<<20),
 		grpc.InitialWindowSize(1<<20), grpc.InitialConnWindowSize(1<<20)), health: health.NewServer(), stopping: make(chan struct{})}
