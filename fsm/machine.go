@@ -457,7 +457,7 @@ func (m *Machine) applyCall(b *batch, c *Call) (*Result, error) {
 		return nil, err
 	}
 	if hasSession {
-		if err := recordSession(b.sess, b.sessCur, b.clients, c, acked); err != nil {
+		if err := b.recordSession(c, acked); err != nil {
 			return nil, err
 		}
 	}
@@ -488,7 +488,8 @@ func lookupSession(sess, clients *bolt.Cursor, c ClientID, seq uint64) (st Statu
 
 // recordSession stores the reply of c and moves its client's watermark up to
 // c.AckedBelow; low is the watermark before c (lookupSession's).
-func recordSession(sess *bolt.Bucket, cur *bolt.Cursor, clients *bolt.Bucket, c *Call, low uint64) error {
+func (b *batch) recordSession(c *Call, low uint64) error {
+	sess, cur := b.sess, b.sessCur
 	v := binary.BigEndian.AppendUint64(nil, uint64(c.Time))
 	if err := sess.Put(sessKey(c.Client, c.Seq), append(v, c.Reply...)); err != nil {
 		return err
@@ -513,7 +514,7 @@ func recordSession(sess *bolt.Bucket, cur *bolt.Cursor, clients *bolt.Bucket, c 
 		low = c.AckedBelow
 	}
 	rec := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, low), uint64(c.Time))
-	return clients.Put(c.Client[:], rec)
+	return b.clients.Put(c.Client[:], rec)
 }
 
 // expire drops sessions idle for longer than SessionTTL, in log time. It scans

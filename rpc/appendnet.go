@@ -164,6 +164,7 @@ func (t *appendTransport) serve(c net.Conn) {
 		return
 	}
 	r := bufio.NewReaderSize(c, 64<<10)
+	w := newConnWriter(c)
 	var out []byte
 	respCh := make(chan raft.RPCResponse, 1)
 	bodyDeadline := func() { c.SetReadDeadline(time.Now().Add(t.timeout)) }
@@ -211,7 +212,7 @@ func (t *appendTransport) serve(c net.Conn) {
 		}
 		out = encodeAppendResponse(out[:0], errText, ar)
 		c.SetWriteDeadline(time.Now().Add(t.timeout))
-		if _, err := writeConn(c, out); err != nil {
+		if _, err := w.Write(out); err != nil {
 			return
 		}
 	}
@@ -237,6 +238,7 @@ func isHeartbeat(req *raft.AppendEntriesRequest) bool {
 // appendConn is a connection to a peer for AppendEntries requests.
 type appendConn struct {
 	c      net.Conn
+	w      *connWriter // writes to c
 	r      *bufio.Reader
 	buf    []byte
 	target raft.ServerAddress
@@ -275,7 +277,7 @@ func (t *appendTransport) dial(target raft.ServerAddress) (*appendConn, error) {
 		c.Close()
 		return nil, raft.ErrTransportShutdown
 	}
-	return &appendConn{c: c, r: bufio.NewReaderSize(c, 16<<10), target: target}, nil
+	return &appendConn{c: c, w: newConnWriter(c), r: bufio.NewReaderSize(c, 16<<10), target: target}, nil
 }
 
 // useFallback reports whether target is sent AppendEntries through
@@ -345,7 +347,7 @@ func (t *appendTransport) AppendEntries(id raft.ServerID, target raft.ServerAddr
 	}
 	ac.c.SetDeadline(time.Now().Add(t.timeout))
 	ac.buf = encodeAppendRequest(ac.buf[:0], args)
-	if _, err := writeConn(ac.c, ac.buf); err != nil {
+	if _, err := ac.w.Write(ac.buf); err != nil {
 		t.untrack(ac.c)
 		return err
 	}
@@ -473,7 +475,7 @@ func (p *appendPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *ra
 	f := &appendFuture{start: time.Now(), req: args, resp: resp}
 	p.ac.buf = encodeAppendRequest(p.ac.buf[:0], args)
 	p.ac.c.SetWriteDeadline(time.Now().Add(p.t.timeout))
-	if _, err := writeConn(p.ac.c, p.ac.buf); err != nil {
+	if _, err := p.ac.w.Write(p.ac.buf); err != nil {
 		p.fail(err)
 		return nil, err
 	}

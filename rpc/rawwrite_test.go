@@ -54,9 +54,9 @@ func TestWriteConnLargeWriteArrivesWhole(t *testing.T) {
 				got <- buf
 			}()
 			a.SetWriteDeadline(time.Now().Add(time.Minute))
-			n, err := writeConn(wrap.fn(a), msg)
+			n, err := newConnWriter(wrap.fn(a)).Write(msg)
 			if err != nil || n != len(msg) {
-				t.Fatalf("writeConn: %d, %v; want %d, nil", n, err, len(msg))
+				t.Fatalf("Write: %d, %v; want %d, nil", n, err, len(msg))
 			}
 			if buf := <-got; !bytes.Equal(buf, msg) {
 				t.Fatalf("peer read %d bytes, not the %d written", len(buf), len(msg))
@@ -71,10 +71,10 @@ func TestWriteConnHonoursTheDeadline(t *testing.T) {
 	a, _ := tcpPair(t)
 	a.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
 	msg := make([]byte, 64<<20)
-	n, err := writeConn(a, msg)
+	n, err := newConnWriter(a).Write(msg)
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
-		t.Fatalf("writeConn to a peer that does not read: %d, %v; want a timeout", n, err)
+		t.Fatalf("Write to a peer that does not read: %d, %v; want a timeout", n, err)
 	}
 	if n >= len(msg) {
 		t.Fatalf("wrote all %d bytes to a peer that does not read", n)
@@ -87,9 +87,10 @@ func TestWriteConnToAClosedPeerFails(t *testing.T) {
 	a, b := tcpPair(t)
 	b.Close()
 	a.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	w := newConnWriter(a)
 	var err error
 	for i := 0; i < 100 && err == nil; i++ {
-		_, err = writeConn(a, make([]byte, 64<<10))
+		_, err = w.Write(make([]byte, 64<<10))
 		time.Sleep(time.Millisecond)
 	}
 	if err == nil {
@@ -102,7 +103,7 @@ func TestWriteConnToAClosedPeerFails(t *testing.T) {
 }
 
 // The mux hands Raft's connections over wrapped in a prefixConn; it must
-// still expose the descriptor, or writeConn falls back to c.Write.
+// still expose the descriptor, or connWriter falls back to c.Write.
 func TestPrefixConnExposesItsDescriptor(t *testing.T) {
 	a, _ := tcpPair(t)
 	var c net.Conn = &prefixConn{Conn: a}
